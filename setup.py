@@ -1,0 +1,43 @@
+"""ament_python package `evo1_bringup`: the Python suite (evo1_policy, evo1_bringup) plus
+launch files and configs installed into share/evo1_bringup."""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "evo1_bringup"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(include=["evo1_policy", "evo1_policy.*", "evo1_bringup", "evo1_bringup.*"]),
+    package_data={"evo1_policy": ["assets/**/*"]},
+    include_package_data=True,
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+    ],
+    python_requires=">=3.10",
+    install_requires=[
+        "numpy>=1.24",
+        "torch>=2.4",
+        "opencv-python-headless>=4.8",
+        "pyyaml>=6",
+        "safetensors>=0.4",
+        "transformers>=5.0,<6",
+        "tqdm>=4.60",
+    ],
+    tests_require=["pytest"],
+    zip_safe=False,
+    maintainer="Evo-1 ROS developers",
+    maintainer_email="dev@evo1-ros.local",
+    description="Evo-1 vision-language-action policy deployed on ROS 2 arms.",
+    license="MIT",
+    entry_points={
+        "console_scripts": [
+            "evo1 = evo1_bringup.cli:main",
+        ],
+    },
+)
