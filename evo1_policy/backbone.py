@@ -1,0 +1,110 @@
+"""The vision-language backbone: transformers' native InternVL, language model cut to N layers.
+
+Images go through InternViT, pixel unshuffle and the MLP projector; their tokens replace the
+`<IMG_CONTEXT>` placeholders of the prompt; the truncated Qwen2 runs over the whole sequence
+and its last hidden state (after the final norm) is the prefix the action head attends to.
+Masked views are zero images whose token positions are masked out of the language model's
+attention (and out of the action head's, unless config.head_attends_padding).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import InternVLConfig, InternVLModel
+
+from .config import IMG_CONTEXT_ID, PAD_ID, Evo1Config
+
+
+def internvl_config(config: Evo1Config) -> InternVLConfig:
+    v, t = config.vision, config.text
+    return InternVLConfig(
+        vision_config={
+            "hidden_size": v.hidden_size,
+            "num_hidden_layers": v.num_layers,
+            "num_attention_heads": v.num_heads,
+            "intermediate_size": v.intermediate_size,
+            "patch_size": [v.patch_size, v.patch_size],
+            "image_size": [v.image_size, v.image_size],
+            "hidden_act": "gelu",
+            "norm_type": "layer_norm",
+            "layer_norm_eps": 1e-6,
+            "use_mean_pooling": True,
+            "use_absolute_position_embeddings": True,
+            "attention_bias": True,
+            "use_qk_norm": False,
+        },
+        text_config={
+            "model_type": "qwen2",
+            "hidden_size": t.hidden_size,
+            "num_hidden_layers": t.num_layers,
+            "num_attention_heads": t.num_heads,
+            "num_key_value_heads": t.num_kv_heads,
+            "intermediate_size": t.intermediate_size,
+            "vocab_size": t.vocab_size,
+            "max_position_embeddings": t.max_position_embeddings,
+            "rope_theta": t.rope_theta,
+            "rms_norm_eps": 1e-6,
+            "hidden_act": "silu",
+            "tie_word_embeddings": False,
+            "use_cache": False,
+        },
+        image_token_id=IMG_CONTEXT_ID,
+        downsample_ratio=config.downsample_ratio,
+        projector_hidden_act="gelu",
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="default",
+        pad_token_id=PAD_ID,
+    )
+
+
+class Backbone(nn.Module):
+    """InternVL3 (vision tower, projector, truncated Qwen2) producing the action head's prefix."""
+
+    def __init__(self, config: Evo1Config):
+        super().__init__()
+        self.config = config
+        hf_config = internvl_config(config)
+        hf_config._attn_implementation = "sdpa"
+        hf_config.vision_config._attn_implementation = "sdpa"
+        hf_config.text_config._attn_implementation = "sdpa"
+        self.model = InternVLModel(hf_config)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        view_mask: torch.Tensor,
+        input_ids: torch.Tensor,
+        text_mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """pixel_values (B, V, 3, S, S) normalised; view_mask (B, V) bool; input_ids (B, L) with
+        V blocks of tokens_per_view `<IMG_CONTEXT>` ids; text_mask (B, L) bool, False at padding.
+
+        Returns the hidden states (B, L, width) and the attention mask (B, L) bool that the
+        language model used (padding and masked views False).
+        """
+        batch, views = view_mask.shape
+        dtype = self.model.multi_modal_projector.linear_1.weight.dtype
+        pixels = pixel_values.to(dtype) * view_mask[:, :, None, None, None].to(dtype)
+        features = self.model.get_image_features(pixel_values=pixels.flatten(0, 1), return_dict=True).pooler_output
+        per_view = features.shape[1]
+
+        is_image = input_ids == IMG_CONTEXT_ID
+        if int(is_image.sum()) != batch * views * per_view:
+            raise ValueError(
+                f"prompt has {int(is_image.sum())} image placeholders, expected {batch * views * per_view} "
+                f"({views} views x {per_view} tokens x batch {batch})"
+            )
+        embeds = self.model.get_input_embeddings()(input_ids)
+        embeds = embeds.masked_scatter(is_image.unsqueeze(-1), features.to(embeds.dtype))
+
+        # Placeholders are laid out view by view, so the k-th image token of a row belongs to
+        # view k // per_view; its position is attended only when that view is present.
+        view_of_token = (is_image.long().cumsum(dim=1) - 1).clamp(min=0) // per_view
+        token_view_present = torch.gather(view_mask.bool(), 1, view_of_token.clamp(max=views - 1))
+        attention = text_mask.bool() & (~is_image | token_view_present)
+
+        hidden = self.model.language_model(
+            inputs_embeds=embeds, attention_mask=attention.long(), use_cache=False
+        ).last_hidden_state
+        return hidden, attention

@@ -1,0 +1,173 @@
+"""Evo1Config: the one source of every model default, and the named presets.
+
+Sizes follow the Evo-1 paper and reference implementation (InternVL3-1B truncated to 14
+language layers, an 8-block cross-attention flow-matching head of width 896, chunks of
+50 x 24). `evo1-tiny` runs the same code with toy sizes for tests and CPU demos.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Token ids InternVL3 uses for its image markers (Qwen2 vocabulary + InternVL additions).
+IMG_START_ID = 151665
+IMG_END_ID = 151666
+IMG_CONTEXT_ID = 151667
+PAD_ID = 151643  # <|endoftext|>
+INTERNVL3_VOCAB = 151674
+
+NORMALIZATION_MODES = ("bounds", "bounds_q99", "normal")
+
+
+@dataclass
+class VisionConfig:
+    hidden_size: int = 1024
+    num_layers: int = 24
+    num_heads: int = 16
+    intermediate_size: int = 4096
+    patch_size: int = 14
+    image_size: int = 448
+
+
+@dataclass
+class TextConfig:
+    hidden_size: int = 896
+    num_layers: int = 14  # of the 24 in InternVL3-1B; the rest are dropped
+    num_heads: int = 14
+    num_kv_heads: int = 2
+    intermediate_size: int = 4864
+    vocab_size: int = INTERNVL3_VOCAB
+    rope_theta: float = 1_000_000.0
+    max_position_embeddings: int = 32768
+
+
+@dataclass
+class HeadConfig:
+    num_layers: int = 8
+    num_heads: int = 8
+    ffn_size: int = 3584
+    mlp_hidden: int = 1024  # output MLP 896 -> 1024 -> horizon * action_dim
+    state_hidden: int = 1024  # state MLP 24 -> 1024 -> 896
+    dropout: float = 0.2
+    time_table: int = 1000  # sinusoidal timestep table, indexed by int(t * 999)
+
+
+@dataclass
+class Evo1Config:
+    preset: str = "evo1-0.77b"
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    downsample_ratio: float = 0.5  # pixel unshuffle: 32x32 patches -> 16x16 = 256 tokens
+    max_views: int = 3
+    horizon: int = 50
+    max_state_dim: int = 24
+    max_action_dim: int = 24
+    # Prompts are right-padded to this length when pad_to_max_length; otherwise to the
+    # longest prompt of the batch (same result when the head masks padding, and faster).
+    max_text_length: int = 1024
+    pad_to_max_length: bool = False
+    # The reference attends the padded text and masked views in the action head; masking them
+    # is correct, makes masked views have no effect, and differs numerically from the reference.
+    head_attends_padding: bool = False
+    num_inference_steps: int = 32
+    # Flow-matching training time distribution: Beta(a, b) clamped to [t_min, t_max].
+    time_beta: tuple[float, float] = (2.0, 2.0)
+    time_clamp: tuple[float, float] = (0.02, 0.98)
+
+    @property
+    def tokens_per_view(self) -> int:
+        grid = self.vision.image_size // self.vision.patch_size
+        return int(grid * grid * self.downsample_ratio**2)
+
+    @property
+    def width(self) -> int:
+        """Width of the action head: the language model's hidden size (its memory's width)."""
+        return self.text.hidden_size
+
+    def validate(self) -> None:
+        v, t, h = self.vision, self.text, self.head
+        problems = []
+        if v.image_size % v.patch_size:
+            problems.append(f"image_size {v.image_size} is not a multiple of patch_size {v.patch_size}")
+        grid = v.image_size // v.patch_size
+        if (grid * self.downsample_ratio) % 1:
+            problems.append(f"patch grid {grid} cannot be pixel-unshuffled by {self.downsample_ratio}")
+        if t.hidden_size % t.num_heads or t.num_heads % t.num_kv_heads:
+            problems.append("text hidden_size must divide by num_heads, and num_heads by num_kv_heads")
+        if (t.hidden_size // t.num_heads) % 2:
+            problems.append("text head dimension must be even (rotary embeddings)")
+        if t.hidden_size % h.num_heads:
+            problems.append(f"head width {t.hidden_size} must divide by head num_heads {h.num_heads}")
+        if not 1 <= self.max_views <= 3:
+            problems.append(f"max_views must be 1..3, got {self.max_views}")
+        if self.num_inference_steps < 1:
+            problems.append("num_inference_steps must be >= 1")
+        if problems:
+            raise ValueError("invalid Evo1Config: " + "; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Evo1Config:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown Evo1Config fields: {sorted(unknown)}")
+        data = dict(data)
+        for name, sub in (("vision", VisionConfig), ("text", TextConfig), ("head", HeadConfig)):
+            if name in data and isinstance(data[name], dict):
+                data[name] = _sub_from_dict(sub, data[name], name)
+        for name in ("time_beta", "time_clamp"):
+            if name in data:
+                data[name] = tuple(data[name])
+        config = cls(**data)
+        config.validate()
+        return config
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> Evo1Config:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _sub_from_dict(kind: type, data: dict[str, Any], name: str) -> Any:
+    known = {f.name for f in dataclasses.fields(kind)}
+    unknown = set(data) - known
+    if unknown:
+        raise ValueError(f"unknown Evo1Config.{name} fields: {sorted(unknown)}")
+    return kind(**data)
+
+
+def _tiny() -> Evo1Config:
+    return Evo1Config(
+        preset="evo1-tiny",
+        vision=VisionConfig(
+            hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128, patch_size=14, image_size=224
+        ),
+        text=TextConfig(hidden_size=48, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128),
+        head=HeadConfig(num_layers=2, num_heads=4, ffn_size=192, mlp_hidden=128, state_hidden=64, dropout=0.0),
+        num_inference_steps=10,
+    )
+
+
+PRESETS = {
+    "evo1-0.77b": Evo1Config,
+    "evo1-tiny": _tiny,
+}
+
+
+def preset(name: str) -> Evo1Config:
+    try:
+        config = PRESETS[name]()
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+    config.validate()
+    return config

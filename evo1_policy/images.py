@@ -1,0 +1,99 @@
+"""Image decoding and preprocessing, shared by the live node, the bag readers and the model API.
+
+Everything becomes RGB uint8 (H, W, 3) first, by the encoding it was sent with, then is resized
+to the model's square input and normalised with ImageNet statistics. ROS messages are read by
+their fields only (rclpy and rosbags messages alike), so no cv_bridge is needed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+_CHANNELS = {"rgb8": 3, "bgr8": 3, "mono8": 1, "8UC1": 1, "8UC3": 3, "rgba8": 4, "bgra8": 4}
+SUPPORTED_ENCODINGS = tuple(_CHANNELS)
+
+
+class ImageError(ValueError):
+    """An image the policy cannot use; the message names the problem."""
+
+
+def to_rgb(pixels: np.ndarray, encoding: str) -> np.ndarray:
+    """An (H, W[, C]) uint8 array in `encoding` -> contiguous RGB uint8 (H, W, 3)."""
+    if encoding not in _CHANNELS:
+        raise ImageError(f"image encoding {encoding!r} unsupported; expected one of {', '.join(SUPPORTED_ENCODINGS)}")
+    if pixels.dtype != np.uint8:
+        raise ImageError(f"image dtype {pixels.dtype} unsupported; expected uint8 ({encoding})")
+    channels = _CHANNELS[encoding]
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    if pixels.ndim != 3 or pixels.shape[2] != channels:
+        raise ImageError(f"image of shape {pixels.shape} does not match encoding {encoding!r} ({channels} channels)")
+    if channels == 1:
+        return np.ascontiguousarray(np.repeat(pixels, 3, axis=2))
+    if encoding in ("bgr8", "bgra8"):
+        return np.ascontiguousarray(pixels[:, :, 2::-1])
+    return np.ascontiguousarray(pixels[:, :, :3])
+
+
+def as_rgb(image: np.ndarray) -> np.ndarray:
+    """An array handed to the model API: RGB (H, W, 3), grayscale (H, W) or (H, W, 1), or RGBA (H, W, 4)."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        raise ImageError(f"image dtype {image.dtype} unsupported; expected uint8 RGB (H, W, 3)")
+    if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
+        return to_rgb(image, "mono8")
+    if image.ndim == 3 and image.shape[2] == 4:
+        return to_rgb(image, "rgba8")
+    if image.ndim == 3 and image.shape[2] == 3:
+        return image
+    raise ImageError(f"image of shape {image.shape} unsupported; expected uint8 RGB (H, W, 3)")
+
+
+def decode_image_msg(msg: Any) -> np.ndarray:
+    """sensor_msgs/Image (any object with its fields) -> RGB uint8 (H, W, 3)."""
+    height, width, step, encoding = int(msg.height), int(msg.width), int(msg.step), str(msg.encoding)
+    if encoding not in _CHANNELS:
+        raise ImageError(f"image encoding {encoding!r} unsupported; expected one of {', '.join(SUPPORTED_ENCODINGS)}")
+    if height <= 0 or width <= 0:
+        raise ImageError(f"image of size {width}x{height} is empty")
+    channels = _CHANNELS[encoding]
+    data = np.frombuffer(bytes(msg.data) if not isinstance(msg.data, np.ndarray) else msg.data, dtype=np.uint8)
+    if step < width * channels or data.size < step * height:
+        raise ImageError(
+            f"image data of {data.size} bytes too short for {width}x{height} {encoding} with step {step}"
+        )
+    rows = data[: step * height].reshape(height, step)[:, : width * channels]
+    return to_rgb(rows.reshape(height, width, channels), encoding)
+
+
+def decode_compressed_msg(msg: Any) -> np.ndarray:
+    """sensor_msgs/CompressedImage (jpeg or png) -> RGB uint8 (H, W, 3)."""
+    fmt = str(msg.format).lower()
+    if not any(kind in fmt for kind in ("jpeg", "jpg", "png")):
+        raise ImageError(f"compressed image format {msg.format!r} unsupported; expected jpeg or png")
+    buffer = np.frombuffer(bytes(msg.data) if not isinstance(msg.data, np.ndarray) else msg.data, dtype=np.uint8)
+    bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR) if buffer.size else None
+    if bgr is None:
+        raise ImageError(f"compressed image ({msg.format}, {buffer.size} bytes) could not be decoded")
+    return to_rgb(bgr, "bgr8")
+
+
+def resize_square(rgb: np.ndarray, size: int) -> np.ndarray:
+    """Resize to size x size (no crop: the reference stretches). Area filter when shrinking
+    (anti-aliased, like torchvision's bicubic with antialias), bicubic when enlarging."""
+    if rgb.shape[0] == size and rgb.shape[1] == size:
+        return rgb
+    shrinking = rgb.shape[0] > size or rgb.shape[1] > size
+    return cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
+
+
+def normalize_image(rgb: np.ndarray, size: int) -> np.ndarray:
+    """RGB uint8 (H, W, 3) -> float32 (3, size, size), ImageNet-normalised."""
+    pixels = resize_square(rgb, size).astype(np.float32) / 255.0
+    return ((pixels - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)

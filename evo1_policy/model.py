@@ -1,0 +1,157 @@
+"""Evo-1: backbone + action head, the flow-matching loss and the Euler sampler.
+
+Everything here works in the model's normalised space ([-1, 1], padded to 24 dims); the
+processor (processor.py) converts from and to robot units.
+
+Flow matching (reference conventions): t = 0 is noise, t = 1 is data;
+x_t = (1 - t) * noise + t * action, target velocity = action - noise; noise ~ U[-1, 1]
+times the action mask; t ~ Beta(2, 2) clamped to [0.02, 0.98]. Sampling integrates
+dx/dt = v(x_t, t) with Euler steps from t = 0 to 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .action_head import ActionHead, KeyValues
+from .backbone import Backbone
+from .config import Evo1Config
+
+
+@dataclass
+class ModelInputs:
+    """One batch, already preprocessed (see processor.py)."""
+
+    pixel_values: torch.Tensor  # (B, V, 3, S, S) float, ImageNet-normalised
+    view_mask: torch.Tensor  # (B, V) bool, False = missing view
+    input_ids: torch.Tensor  # (B, L) long
+    text_mask: torch.Tensor  # (B, L) bool, False = padding
+    state: torch.Tensor  # (B, max_state_dim) normalised, zero-padded
+    action_mask: torch.Tensor  # (B, max_action_dim) bool, True = a real action dim
+
+    def to(self, device: torch.device | str) -> ModelInputs:
+        return ModelInputs(**{k: v.to(device) for k, v in self.__dict__.items()})
+
+
+@dataclass
+class Guidance:
+    """Real-time chunking: steer the new chunk toward actions already committed.
+
+    target: (B, horizon, max_action_dim) normalised actions of the previous chunk, aligned with
+    the new chunk's steps; weights: (B, horizon) in [0, 1] (1 = must match, 0 = free);
+    max_weight caps the guidance strength (beta in Black et al. 2025).
+    """
+
+    target: torch.Tensor
+    weights: torch.Tensor
+    max_weight: float = 10.0
+
+
+class Evo1Model(nn.Module):
+    def __init__(self, config: Evo1Config):
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.embedder = Backbone(config)
+        self.action_head = ActionHead(config)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.action_head.seq_pool_proj.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.action_head.seq_pool_proj.weight.device
+
+    def vlm_parameters(self) -> list[nn.Parameter]:
+        return list(self.embedder.parameters())
+
+    def encode_prefix(self, inputs: ModelInputs) -> KeyValues:
+        """Run the VLM once and project the memory for every head block (reused by all steps)."""
+        vlm_trainable = any(p.requires_grad for p in self.embedder.parameters())
+        with torch.set_grad_enabled(torch.is_grad_enabled() and vlm_trainable):
+            hidden, attention = self.embedder(inputs.pixel_values, inputs.view_mask, inputs.input_ids, inputs.text_mask)
+        head_mask = None if self.config.head_attends_padding else attention
+        return self.action_head.memory_keys_values(hidden, head_mask, inputs.state)
+
+    def compute_loss(
+        self, inputs: ModelInputs, actions: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Masked flow-matching MSE, rescaled by numel / sum(mask); actions (B, horizon, max_action_dim)."""
+        batch = actions.shape[0]
+        mask = inputs.action_mask[:, None, :].expand_as(actions).to(actions.dtype)
+        noise = (torch.rand(actions.shape, generator=generator, device=actions.device) * 2 - 1) * mask
+        t = sample_beta(*self.config.time_beta, batch, generator, actions.device).clamp(*self.config.time_clamp)
+        noisy = (1 - t[:, None, None]) * noise + t[:, None, None] * actions
+        target = actions - noise
+        kv = self.encode_prefix(inputs)
+        predicted = self.action_head.velocity(noisy, t, kv).float()
+        squared = ((predicted - target.float()) * mask) ** 2
+        return squared.mean() * (mask.numel() / (mask.sum() + 1e-8))
+
+    @torch.no_grad()
+    def sample_actions(
+        self,
+        inputs: ModelInputs,
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
+        guidance: Guidance | None = None,
+        kv: KeyValues | None = None,
+    ) -> torch.Tensor:
+        """Sample a chunk (B, horizon, max_action_dim) in normalised space.
+
+        The prefix (VLM + state token + per-block keys/values) is computed once, or passed in.
+        """
+        steps = steps or self.config.num_inference_steps
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        kv = kv if kv is not None else self.encode_prefix(inputs)
+        batch = inputs.action_mask.shape[0]
+        shape = (batch, self.config.horizon, self.config.max_action_dim)
+        mask = inputs.action_mask[:, None, :].expand(shape).to(torch.float32)
+        x = (torch.rand(shape, generator=generator, device=self.device) * 2 - 1) * mask
+        dt = 1.0 / steps
+        for i in range(steps):
+            t = torch.full((batch,), i / steps, device=self.device)
+            if guidance is None:
+                velocity = self.action_head.velocity(x * mask, t, kv).float()
+            else:
+                velocity = self._guided_velocity(x * mask, t, kv, guidance, mask)
+            x = x + dt * velocity
+        return x * mask
+
+    def _guided_velocity(
+        self, x: torch.Tensor, t: torch.Tensor, kv: KeyValues, guidance: Guidance, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Pseudo-inverse guidance (Black et al. 2025, real-time chunking): v + c * J^T W (Y - x1_hat)."""
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            velocity = self.action_head.velocity(x, t, kv).float()
+            tau = t[:, None, None]
+            predicted_clean = x + (1 - tau) * velocity
+            error = (guidance.target.to(x) - predicted_clean) * guidance.weights[:, :, None].to(x) * mask
+            (correction,) = torch.autograd.grad(predicted_clean, x, grad_outputs=error.detach())
+        tau0 = float(t[0])
+        if tau0 <= 0:
+            scale = guidance.max_weight
+        else:
+            r2 = (1 - tau0) ** 2 / (tau0**2 + (1 - tau0) ** 2)
+            scale = min(guidance.max_weight, (1 - tau0) / (tau0 * r2))
+        return velocity.detach() + scale * correction
+
+
+def sample_beta(a: float, b: float, n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """n draws of Beta(a, b), reproducible with `generator`.
+
+    torch's Beta takes no generator; for integer shapes (the recipe's Beta(2, 2)) Beta(a, b) is
+    the a-th smallest of a + b - 1 uniforms, which a generator does seed.
+    """
+    if float(a).is_integer() and float(b).is_integer():
+        uniforms = torch.rand((n, int(a + b - 1)), generator=generator, device=device)
+        return uniforms.sort(dim=1).values[:, int(a) - 1]
+    if generator is not None:
+        raise ValueError(f"seeded Beta sampling needs integer shape parameters, got ({a}, {b})")
+    return torch.distributions.Beta(float(a), float(b)).sample((n,)).to(device)

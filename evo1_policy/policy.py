@@ -1,0 +1,209 @@
+"""Evo1Policy: the one inference API used by the ROS node, the evaluators and the benchmark.
+
+    policy = Evo1Policy.from_checkpoint("checkpoints/sim_arm", device="cpu")
+    chunk = policy.predict_chunk([front_rgb, wrist_rgb], joint_positions, "touch the red cube")
+    # chunk: (horizon, action_dim) float64, robot units, absolute
+
+Timings of the last call are in `policy.last_timing` (milliseconds per stage).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoint import LoadReport, load_checkpoint, save_checkpoint
+from .config import Evo1Config, preset
+from .model import Evo1Model, Guidance
+from .normalize import Normalizer
+from .processor import Observation, Processor
+from .tokenizer import PromptTokenizer
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} requested but CUDA is not available on this machine")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
+    if dtype is None or dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r} unsupported; choose one of {sorted(DTYPES)}")
+    return DTYPES[dtype]
+
+
+@dataclass
+class ChunkGuidance:
+    """Actions already committed from the previous chunk, in robot units, aligned with the new
+    chunk's first steps: actions (K, A) and weights (K,) in [0, 1] (1 = frozen)."""
+
+    actions: np.ndarray
+    weights: np.ndarray
+    max_weight: float = 10.0
+
+
+@dataclass
+class Evo1Policy:
+    model: Evo1Model
+    processor: Processor
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    dtype: torch.dtype = torch.float32
+    use_prefix_cache: bool = True
+    load_report: LoadReport | None = None
+    last_timing: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.model.to(device=self.device, dtype=self.dtype).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @property
+    def config(self) -> Evo1Config:
+        return self.model.config
+
+    @property
+    def action_dim(self) -> int:
+        return self.processor.action_dim
+
+    @property
+    def state_dim(self) -> int:
+        return self.processor.state_dim
+
+    @classmethod
+    def from_checkpoint(
+        cls, folder: str | Path, device: str = "auto", dtype: str | None = None, allow_partial: bool = False, **kwargs
+    ) -> Evo1Policy:
+        model, normalizer, tokenizer, report = load_checkpoint(folder, allow_partial=allow_partial)
+        dev = resolve_device(device)
+        return cls(model, Processor(model.config, tokenizer, normalizer), dev, resolve_dtype(dtype, dev), load_report=report, **kwargs)
+
+    @classmethod
+    def from_preset(
+        cls,
+        name: str,
+        state_dim: int,
+        action_dim: int,
+        device: str = "auto",
+        dtype: str | None = None,
+        seed: int = 0,
+        normalizer: Normalizer | None = None,
+        **kwargs,
+    ) -> Evo1Policy:
+        """A randomly initialised policy (seeded): for benchmarks, tests and as a training start."""
+        torch.manual_seed(seed)
+        config = preset(name)
+        dev = resolve_device(device)
+        normalizer = normalizer or Normalizer.identity(state_dim, action_dim)
+        processor = Processor(config, PromptTokenizer.from_dir(), normalizer)
+        return cls(Evo1Model(config), processor, dev, resolve_dtype(dtype, dev), **kwargs)
+
+    def save(self, folder: str | Path, metadata: dict[str, str] | None = None) -> Path:
+        return save_checkpoint(folder, self.model, self.processor.normalizer, self.processor.tokenizer, metadata)
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def predict_chunks(
+        self,
+        observations: Sequence[Observation],
+        steps: int | None = None,
+        seed: int | None = None,
+        guidance: Sequence[ChunkGuidance | None] | None = None,
+    ) -> np.ndarray:
+        """A batch of observations -> chunks (B, horizon, action_dim), robot units, absolute."""
+        start = time.perf_counter()
+        inputs = self.processor.inputs(observations).to(self.device)
+        inputs.pixel_values = inputs.pixel_values.to(self.dtype)
+        states = np.stack([np.asarray(o.state, dtype=np.float64) for o in observations])
+        model_guidance = self._guidance(guidance, states) if guidance is not None else None
+        generator = torch.Generator(device=self.device).manual_seed(seed) if seed is not None else None
+        self._sync()
+        prepared = time.perf_counter()
+        with torch.inference_mode(model_guidance is None):
+            kv = self.model.encode_prefix(inputs) if self.use_prefix_cache else None
+            self._sync()
+            encoded = time.perf_counter()
+            if kv is None:
+                actions = self._sample_without_cache(inputs, steps, generator, model_guidance)
+            else:
+                actions = self.model.sample_actions(inputs, steps, generator, model_guidance, kv=kv)
+        self._sync()
+        sampled = time.perf_counter()
+        chunks = self.processor.robot_actions(actions, states)
+        done = time.perf_counter()
+        self.last_timing = {
+            "preprocess_ms": (prepared - start) * 1e3,
+            "prefix_ms": (encoded - prepared) * 1e3,
+            "denoise_ms": (sampled - encoded) * 1e3,
+            "postprocess_ms": (done - sampled) * 1e3,
+            "total_ms": (done - start) * 1e3,
+        }
+        return chunks
+
+    def predict_chunk(
+        self,
+        images: Sequence[np.ndarray | None],
+        state: np.ndarray,
+        instruction: str,
+        steps: int | None = None,
+        seed: int | None = None,
+        guidance: ChunkGuidance | None = None,
+    ) -> np.ndarray:
+        """One observation -> one chunk (horizon, action_dim). A None image is a missing view."""
+        observation = Observation(list(images), np.asarray(state), instruction)
+        return self.predict_chunks([observation], steps, seed, None if guidance is None else [guidance])[0]
+
+    def _sample_without_cache(self, inputs, steps, generator, guidance) -> torch.Tensor:
+        """The same Euler sampler with the prefix recomputed at every step (a reference for the
+        cache and for benchmarks); noise is drawn exactly as sample_actions draws it."""
+        model = self.model
+        steps = steps or model.config.num_inference_steps
+        batch = inputs.action_mask.shape[0]
+        shape = (batch, model.config.horizon, model.config.max_action_dim)
+        mask = inputs.action_mask[:, None, :].expand(shape).to(torch.float32)
+        x = (torch.rand(shape, generator=generator, device=self.device) * 2 - 1) * mask
+        for i in range(steps):
+            kv = model.encode_prefix(inputs)
+            t = torch.full((batch,), i / steps, device=self.device)
+            if guidance is None:
+                velocity = model.action_head.velocity(x * mask, t, kv).float()
+            else:
+                velocity = model._guided_velocity(x * mask, t, kv, guidance, mask)
+            x = x + velocity / steps
+        return x * mask
+
+    def _guidance(self, guidance: Sequence[ChunkGuidance | None], states: np.ndarray) -> Guidance:
+        horizon, width = self.config.horizon, self.config.max_action_dim
+        target = np.zeros((len(guidance), horizon, self.action_dim))
+        weights = np.zeros((len(guidance), horizon), dtype=np.float32)
+        max_weight = 0.0
+        for i, g in enumerate(guidance):
+            if g is None:
+                continue
+            actions, w = np.asarray(g.actions, dtype=np.float64), np.asarray(g.weights, dtype=np.float32)
+            if actions.ndim != 2 or actions.shape[1] != self.action_dim or len(actions) != len(w) or len(w) > horizon:
+                raise ValueError(
+                    f"guidance must be (K, {self.action_dim}) actions with K <= {horizon} weights; "
+                    f"got actions {actions.shape}, weights {w.shape}"
+                )
+            if not (np.isfinite(actions).all() and np.isfinite(w).all()):
+                raise ValueError("guidance contains NaN or inf")
+            target[i, : len(actions)] = actions
+            weights[i, : len(w)] = np.clip(w, 0.0, 1.0)
+            max_weight = max(max_weight, g.max_weight)
+        normalized = self.processor.model_actions(target, states)
+        padded = torch.zeros((len(guidance), horizon, width))
+        padded[..., : normalized.shape[-1]] = normalized
+        return Guidance(padded.to(self.device), torch.from_numpy(weights).to(self.device), max_weight)
