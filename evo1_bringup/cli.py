@@ -1,9 +1,96 @@
-"""The `evo1` umbrella command."""
+"""`evo1`: one command-line tool for the suite. `evo1 --help` lists the subcommands."""
 
+from __future__ import annotations
+
+import argparse
+import json
 import sys
+from collections.abc import Callable
+from pathlib import Path
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _model_source(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--config", help="model preset (evo1-0.77b, evo1-tiny)")
+    source.add_argument("--checkpoint", help="checkpoint directory")
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from evo1_policy.bench import format_info, info
+
+    result = info(args.config, args.checkpoint)
+    print(json.dumps(result, indent=2) if args.json else format_info(result))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from evo1_policy.bench import bench, format_bench
+
+    result = bench(
+        args.config or (None if args.checkpoint else "evo1-tiny"),
+        args.checkpoint,
+        device=args.device,
+        dtype=args.dtype,
+        steps=args.steps,
+        views=args.views,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        uncached_repeats=args.uncached_repeats,
+    )
+    print(format_bench(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
+    parser = argparse.ArgumentParser(prog="evo1", description="Evo-1 vision-language-action policy on ROS 2 arms.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    handlers: dict[str, Handler] = {}
+
+    p = sub.add_parser("info", help="parameter counts per module")
+    _model_source(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    handlers["info"] = cmd_info
+
+    p = sub.add_parser("bench", help="milliseconds per chunk, chunks/s and peak memory")
+    _model_source(p)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--dtype", default=None, help="float32 or bfloat16 (default: fp32 on CPU, bf16 on CUDA)")
+    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the config's)")
+    p.add_argument("--views", type=int, default=1, help="camera views per observation (1-3)")
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument(
+        "--uncached-repeats",
+        type=int,
+        default=None,
+        help="repeats without the prefix cache (default: --repeats; 0 skips)",
+    )
+    p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    handlers["bench"] = cmd_bench
+
+    from evo1_bringup import commands
+
+    commands.register(sub, handlers)
+    return parser, handlers
 
 
 def main(argv: list[str] | None = None) -> int:
-    del argv
-    print("evo1: not yet", file=sys.stderr)
-    return 1
+    parser, handlers = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return handlers[args.command](args)
+    except (ValueError, FileNotFoundError, RuntimeError) as error:
+        print(f"evo1 {args.command}: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

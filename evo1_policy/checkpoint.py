@@ -68,7 +68,9 @@ def save_checkpoint(
     folder.mkdir(parents=True, exist_ok=True)
     config = {"format": FORMAT_TAG, **model.config.to_dict()}
     (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
-    tensors = {k: (v.to(dtype) if dtype and v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
+    tensors = {
+        k: (v.to(dtype) if dtype and v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()
+    }
     save_file(tensors, str(folder / WEIGHTS_FILE), metadata={"format": FORMAT_TAG, **(metadata or {})})
     normalizer.save(folder)
     tokenizer.save(folder)
@@ -76,20 +78,28 @@ def save_checkpoint(
 
 
 def load_checkpoint(
-    folder: str | Path, allow_partial: bool = False, tokenizer_dir: str | Path | None = None, arm: str | None = None
+    folder: str | Path,
+    allow_partial: bool = False,
+    tokenizer_dir: str | Path | None = None,
+    arm: str | None = None,
+    base: Evo1Config | None = None,
 ) -> tuple[Evo1Model, Normalizer, PromptTokenizer, LoadReport]:
-    """Load any supported checkpoint directory (format detected from its files)."""
+    """Load any supported checkpoint directory (format detected from its files).
+
+    `base` gives foreign formats what their weights cannot tell (attention heads; default:
+    the evo1-0.77b preset); `arm` picks an entry of a multi-arm norm_stats.json.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"checkpoint directory {folder} does not exist")
     if any((folder / name).is_file() for name in REFERENCE_PICKLES):
-        return load_reference_checkpoint(folder, allow_partial, tokenizer_dir, arm)
+        return load_reference_checkpoint(folder, allow_partial, tokenizer_dir, arm, base)
     missing = [name for name in (CONFIG_FILE, WEIGHTS_FILE, NORM_STATS_FILE) if not (folder / name).is_file()]
     if missing:
         raise CheckpointError(f"checkpoint {folder} lacks {', '.join(missing)}")
     raw_config = _read_json(folder / CONFIG_FILE)
     if raw_config.get("format") != FORMAT_TAG:
-        return load_lerobot_checkpoint(folder, raw_config, allow_partial, tokenizer_dir, arm)
+        return load_lerobot_checkpoint(folder, raw_config, allow_partial, tokenizer_dir, arm, base)
     if not (folder / TOKENIZER_FILE).is_file() and tokenizer_dir is None:
         raise CheckpointError(f"checkpoint {folder} lacks {TOKENIZER_FILE}")
     raw_config.pop("format")
@@ -253,7 +263,7 @@ def _normalizer_or_error(folder: Path, arm: str | None) -> Normalizer:
 
 
 def load_reference_checkpoint(
-    folder: Path, allow_partial: bool, tokenizer_dir: str | Path | None, arm: str | None
+    folder: Path, allow_partial: bool, tokenizer_dir: str | Path | None, arm: str | None, base: Evo1Config | None = None
 ) -> tuple[Evo1Model, Normalizer, PromptTokenizer, LoadReport]:
     """The reference implementation's folder; weights read with torch.load(weights_only=True)."""
     path = next(folder / name for name in REFERENCE_PICKLES if (folder / name).is_file())
@@ -270,7 +280,7 @@ def load_reference_checkpoint(
         state = blob.get("module") or blob.get("model_state_dict") or blob
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path} holds no tensor state dict under 'module' or 'model_state_dict'")
-    base = preset("evo1-0.77b")
+    base = Evo1Config.from_dict((base or preset("evo1-0.77b")).to_dict())
     base.pad_to_max_length = True  # exact reference numerics: pad to 1024, head attends all
     base.head_attends_padding = True
     train_args = _read_json(folder / CONFIG_FILE) if (folder / CONFIG_FILE).is_file() else {}
@@ -285,7 +295,12 @@ def load_reference_checkpoint(
 
 
 def load_lerobot_checkpoint(
-    folder: Path, raw_config: dict[str, Any], allow_partial: bool, tokenizer_dir: str | Path | None, arm: str | None
+    folder: Path,
+    raw_config: dict[str, Any],
+    allow_partial: bool,
+    tokenizer_dir: str | Path | None,
+    arm: str | None,
+    base: Evo1Config | None = None,
 ) -> tuple[Evo1Model, Normalizer, PromptTokenizer, LoadReport]:
     state = load_file(str(folder / WEIGHTS_FILE))
     if not any(k.startswith("model.action_head.") for k in state):
@@ -293,7 +308,7 @@ def load_lerobot_checkpoint(
             f"{folder}: config.json is not an evo1_ros config and the weights have no 'model.action_head.*' "
             "keys (LeRobot evo1 layout): unknown checkpoint format"
         )
-    base = preset("evo1-0.77b")
+    base = Evo1Config.from_dict((base or preset("evo1-0.77b")).to_dict())
     base.num_inference_steps = int(raw_config.get("num_inference_steps", raw_config.get("num_steps", 32)))
     mapped, dropped = map_lerobot_state_dict(state, base.text.num_layers)
     config = _config_from_shapes(mapped, base)
@@ -325,7 +340,10 @@ def from_internvl_hf(
     config = config or preset("evo1-0.77b")
     text = hf.get("text_config", {})
     vision = hf.get("vision_config", {})
-    for ours, theirs in ((config.text.hidden_size, text.get("hidden_size")), (config.vision.hidden_size, vision.get("hidden_size"))):
+    for ours, theirs in (
+        (config.text.hidden_size, text.get("hidden_size")),
+        (config.vision.hidden_size, vision.get("hidden_size")),
+    ):
         if theirs is not None and ours != theirs:
             raise CheckpointError(f"{folder}: hidden size {theirs} does not match the config's {ours}")
     model = Evo1Model(config)

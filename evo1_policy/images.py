@@ -65,9 +65,7 @@ def decode_image_msg(msg: Any) -> np.ndarray:
     channels = _CHANNELS[encoding]
     data = np.frombuffer(bytes(msg.data) if not isinstance(msg.data, np.ndarray) else msg.data, dtype=np.uint8)
     if step < width * channels or data.size < step * height:
-        raise ImageError(
-            f"image data of {data.size} bytes too short for {width}x{height} {encoding} with step {step}"
-        )
+        raise ImageError(f"image data of {data.size} bytes too short for {width}x{height} {encoding} with step {step}")
     rows = data[: step * height].reshape(height, step)[:, : width * channels]
     return to_rgb(rows.reshape(height, width, channels), encoding)
 

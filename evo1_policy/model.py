@@ -83,6 +83,7 @@ class Evo1Model(nn.Module):
         """Masked flow-matching MSE, rescaled by numel / sum(mask); actions (B, horizon, max_action_dim)."""
         batch = actions.shape[0]
         mask = inputs.action_mask[:, None, :].expand_as(actions).to(actions.dtype)
+        actions = actions * mask  # padded dims carry nothing into x_t, whatever the caller put there
         noise = (torch.rand(actions.shape, generator=generator, device=actions.device) * 2 - 1) * mask
         t = sample_beta(*self.config.time_beta, batch, generator, actions.device).clamp(*self.config.time_clamp)
         noisy = (1 - t[:, None, None]) * noise + t[:, None, None] * actions

@@ -86,7 +86,14 @@ class Evo1Policy:
     ) -> Evo1Policy:
         model, normalizer, tokenizer, report = load_checkpoint(folder, allow_partial=allow_partial)
         dev = resolve_device(device)
-        return cls(model, Processor(model.config, tokenizer, normalizer), dev, resolve_dtype(dtype, dev), load_report=report, **kwargs)
+        return cls(
+            model,
+            Processor(model.config, tokenizer, normalizer),
+            dev,
+            resolve_dtype(dtype, dev),
+            load_report=report,
+            **kwargs,
+        )
 
     @classmethod
     def from_preset(

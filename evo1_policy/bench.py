@@ -1,0 +1,160 @@
+"""Parameter counts (`evo1 info`) and inference speed/memory (`evo1 bench`)."""
+
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import Evo1Config, preset
+from .model import Evo1Model
+from .policy import Evo1Policy
+
+
+def _count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def parameter_counts(model: Evo1Model) -> dict[str, int]:
+    vlm = model.embedder.model
+    head = model.action_head
+    lm = vlm.language_model
+    counts = {
+        "vision_tower": _count(vlm.vision_tower),
+        "projector": _count(vlm.multi_modal_projector),
+        "language_model.embeddings": _count(lm.embed_tokens),
+        "language_model.layers": _count(lm) - _count(lm.embed_tokens),
+        "action_head.state_encoder": _count(head.state_encoder),
+        "action_head.action_encoder": _count(head.action_encoder),
+        "action_head.blocks": _count(head.transformer_blocks),
+        "action_head.decoder": _count(head.norm_out) + _count(head.seq_pool_proj) + _count(head.mlp_head),
+    }
+    counts["total"] = _count(model)
+    return counts
+
+
+def meta_model(config: Evo1Config) -> Evo1Model:
+    """The model's structure without memory: parameters on the meta device."""
+    with torch.device("meta"):
+        return Evo1Model(config)
+
+
+def info(config_name: str | None = None, checkpoint: str | None = None) -> dict[str, Any]:
+    if checkpoint:
+        from .checkpoint import CONFIG_FILE
+
+        raw = json.loads((Path(checkpoint) / CONFIG_FILE).read_text())
+        raw.pop("format", None)
+        config = Evo1Config.from_dict(raw)
+    else:
+        config = preset(config_name or "evo1-0.77b")
+    counts = parameter_counts(meta_model(config))
+    return {"preset": config.preset, "parameters": counts, "tokens_per_view": config.tokens_per_view}
+
+
+def format_info(result: dict[str, Any]) -> str:
+    lines = [f"{result['preset']}  ({result['tokens_per_view']} visual tokens per view)"]
+    for name, n in result["parameters"].items():
+        lines.append(f"  {name:<28} {n:>14,d}  {n / 1e6:9.2f} M")
+    return "\n".join(lines)
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def bench(
+    config_name: str | None = None,
+    checkpoint: str | None = None,
+    device: str = "cpu",
+    dtype: str | None = None,
+    steps: int | None = None,
+    views: int = 1,
+    repeats: int = 20,
+    warmup: int = 3,
+    uncached_repeats: int | None = None,
+    image_size: tuple[int, int] = (480, 640),
+) -> dict[str, Any]:
+    """Milliseconds per chunk (p50/p95) after warm-up, with and without the prefix cache."""
+    if checkpoint:
+        policy = Evo1Policy.from_checkpoint(checkpoint, device=device, dtype=dtype)
+    else:
+        policy = Evo1Policy.from_preset(config_name or "evo1-tiny", 7, 7, device=device, dtype=dtype)
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats(policy.device)
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (*image_size, 3), dtype=np.uint8) for _ in range(views)]
+    state = np.zeros(policy.state_dim)
+    result: dict[str, Any] = {
+        "preset": policy.config.preset,
+        "device": str(policy.device),
+        "device_name": torch.cuda.get_device_name(policy.device) if policy.device.type == "cuda" else _cpu_name(),
+        "dtype": str(policy.dtype).removeprefix("torch."),
+        "threads": torch.get_num_threads(),
+        "views": views,
+        "steps": steps or policy.config.num_inference_steps,
+        "torch": torch.__version__,
+    }
+    for cached in (True, False):
+        policy.use_prefix_cache = cached
+        timings: list[dict[str, float]] = []
+        count = repeats if cached or uncached_repeats is None else uncached_repeats
+        if count < 1:
+            continue
+        for i in range(warmup + count):
+            policy.predict_chunk(images, state, "pick up the red cube and place it in the bowl", steps=steps, seed=i)
+            if i >= warmup:
+                timings.append(dict(policy.last_timing))
+        totals = [t["total_ms"] for t in timings]
+        key = "cached" if cached else "uncached"
+        result[key] = {
+            "ms_p50": _percentile(totals, 50),
+            "ms_p95": _percentile(totals, 95),
+            "chunks_per_s": 1000.0 / statistics.median(totals),
+            "stage_ms_p50": {k: _percentile([t[k] for t in timings], 50) for k in timings[0] if k != "total_ms"},
+        }
+    result["peak_memory_mb"] = _peak_memory_mb(policy.device)
+    result["peak_memory_kind"] = "cuda_max_allocated" if policy.device.type == "cuda" else "process_max_rss"
+    return result
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "cpu"
+
+
+def format_bench(result: dict[str, Any]) -> str:
+    head = (
+        f"{result['preset']} on {result['device']} ({result['device_name']}, {result['threads']} threads), "
+        f"{result['dtype']}, {result['views']} view(s), {result['steps']} denoising steps"
+    )
+    lines = [head]
+    for key in ("cached", "uncached"):
+        if key not in result:
+            continue
+        r = result[key]
+        stages = ", ".join(f"{k.removesuffix('_ms')} {v:.1f}" for k, v in r["stage_ms_p50"].items())
+        cache = "on " if key == "cached" else "off"
+        lines.append(
+            f"  prefix cache {cache}: p50 {r['ms_p50']:.1f} ms  p95 {r['ms_p95']:.1f} ms  "
+            f"{r['chunks_per_s']:.1f} chunks/s   [{stages}]"
+        )
+    lines.append(f"  peak memory: {result['peak_memory_mb']:.0f} MiB ({result['peak_memory_kind']})")
+    return "\n".join(lines)

@@ -1,0 +1,224 @@
+"""Checkpoints: exact round trip, foreign name mappings, refusing partial or unsafe loads."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from evo1_policy.checkpoint import (
+    CheckpointError,
+    from_internvl_hf,
+    load_checkpoint,
+    load_reference_checkpoint,
+    map_lerobot_state_dict,
+    map_reference_state_dict,
+)
+from evo1_policy.config import preset
+from evo1_policy.model import Evo1Model
+from evo1_policy.normalize import Normalizer
+from evo1_policy.policy import Evo1Policy
+
+
+def _fitted_normalizer() -> Normalizer:
+    rng = np.random.default_rng(0)
+    return Normalizer.fit(rng.normal(size=(40, 7)), rng.normal(size=(40, 50, 7)), absolute_dims=[6])
+
+
+def test_save_load_round_trip_is_exact(tmp_path: Path, rgb: np.ndarray) -> None:
+    policy = Evo1Policy.from_preset("evo1-tiny", 7, 7, device="cpu", seed=1, normalizer=_fitted_normalizer())
+    policy.save(tmp_path / "ckpt")
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == [
+        "config.json",
+        "model.safetensors",
+        "norm_stats.json",
+        "tokenizer.json",
+    ]
+    loaded = Evo1Policy.from_checkpoint(tmp_path / "ckpt", device="cpu")
+    for (name, a), (_, b) in zip(policy.model.state_dict().items(), loaded.model.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    assert loaded.config == policy.config
+    assert loaded.processor.normalizer.to_dict() == policy.processor.normalizer.to_dict()
+    state = np.linspace(-0.5, 0.5, 7)
+    np.testing.assert_array_equal(
+        policy.predict_chunk([rgb], state, "stack the cubes", seed=4),
+        loaded.predict_chunk([rgb], state, "stack the cubes", seed=4),
+    )
+
+
+def test_missing_file_is_named(tmp_path: Path) -> None:
+    policy = Evo1Policy.from_preset("evo1-tiny", 7, 7, device="cpu")
+    folder = policy.save(tmp_path / "ckpt")
+    (folder / "norm_stats.json").unlink()
+    with pytest.raises(CheckpointError, match=r"lacks norm_stats\.json"):
+        load_checkpoint(folder)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "nowhere")
+
+
+def test_config_weights_mismatch_is_refused(tmp_path: Path) -> None:
+    folder = Evo1Policy.from_preset("evo1-tiny", 7, 7, device="cpu").save(tmp_path / "ckpt")
+    config = json.loads((folder / "config.json").read_text())
+    config["head"]["mlp_hidden"] = 96
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="do not match the config's shapes"):
+        load_checkpoint(folder)
+
+
+def test_partial_load_refused_unless_allowed(tmp_path: Path) -> None:
+    folder = Evo1Policy.from_preset("evo1-tiny", 7, 7, device="cpu").save(tmp_path / "ckpt")
+    from safetensors.torch import load_file
+
+    weights = load_file(str(folder / "model.safetensors"))
+    weights.pop("action_head.norm_out.weight")
+    save_file(weights, str(folder / "model.safetensors"), metadata={"format": "evo1_ros/1"})
+    with pytest.raises(CheckpointError, match="refusing a partial load"):
+        load_checkpoint(folder)
+    _, _, _, report = load_checkpoint(folder, allow_partial=True)
+    assert report.missing == ["action_head.norm_out.weight"]
+
+
+# ------------------------------------------------------------------ reference names, written independently
+
+
+def to_reference_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Our keys -> the reference implementation's (remote-code InternVL) keys, fused qkv included."""
+    out: dict[str, torch.Tensor] = {}
+    vision_pieces: dict[str, dict[str, torch.Tensor]] = {}
+    renames = {
+        "embeddings.cls_token": "embeddings.class_embedding",
+        "embeddings.position_embeddings": "embeddings.position_embedding",
+        "embeddings.patch_embeddings.projection.": "embeddings.patch_embedding.",
+        "attention.projection_layer.": "attn.proj.",
+        "lambda_1": "ls1",
+        "lambda_2": "ls2",
+        "layernorm_before.": "norm1.",
+        "layernorm_after.": "norm2.",
+    }
+    for key, value in state.items():
+        if key.startswith("embedder.model.vision_tower."):
+            key = key.replace("embedder.model.vision_tower.", "embedder.model.vision_model.")
+            key = key.replace(".encoder.layer.", ".encoder.layers.")
+            qkv = re.match(r"(.*)\.attention\.([qkv])_proj\.(weight|bias)$", key)
+            if qkv:
+                vision_pieces.setdefault(f"{qkv[1]}.attn.qkv.{qkv[3]}", {})[qkv[2]] = value
+                continue
+            for ours, theirs in renames.items():
+                key = key.replace(ours, theirs)
+        elif key.startswith("embedder.model.multi_modal_projector."):
+            key = (
+                key.replace("multi_modal_projector.layer_norm", "mlp1.0")
+                .replace("multi_modal_projector.linear_1", "mlp1.1")
+                .replace("multi_modal_projector.linear_2", "mlp1.3")
+            )
+        elif key.startswith("embedder.model.language_model."):
+            key = key.replace("embedder.model.language_model.", "embedder.model.language_model.model.")
+        elif re.match(r"action_head\.(state_encoder|mlp_head)\.fc[12]\.|action_head\.action_encoder\.W[123]\.", key):
+            key = re.sub(r"\.(weight|bias)$", r".linear.\1", key)
+        out[key] = value
+    for key, parts in vision_pieces.items():
+        out[key] = torch.cat([parts["q"], parts["k"], parts["v"]])
+    return out
+
+
+def test_reference_names_map_with_zero_missing_keys() -> None:
+    model = Evo1Model(preset("evo1-tiny"))
+    reference = to_reference_names(model.state_dict())
+    reference["embedder.model.language_model.lm_head.weight"] = torch.zeros(4, 48)
+    reference["embedder.model.language_model.model.layers.15.mlp.up_proj.weight"] = torch.zeros(4, 4)
+    mapped, dropped = map_reference_state_dict(reference, text_layers=2)
+    assert set(mapped) == set(model.state_dict())
+    assert len(dropped) == 2
+    fresh = Evo1Model(preset("evo1-tiny"))
+    missing, unexpected = fresh.load_state_dict(mapped, strict=True)
+    assert not missing and not unexpected
+    for key, value in model.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], value), key
+
+
+def test_reference_deepspeed_folder_loads_with_weights_only(tmp_path: Path, rgb: np.ndarray) -> None:
+    torch.manual_seed(3)
+    model = Evo1Model(preset("evo1-tiny"))
+    folder = tmp_path / "step_best"
+    folder.mkdir()
+    torch.save(
+        {"module": to_reference_names(model.state_dict()), "global_steps": 5}, folder / "mp_rank_00_model_states.pt"
+    )
+    (folder / "norm_stats.json").write_text(
+        json.dumps(
+            {
+                "franka": {
+                    "observation.state": {"min": [-1.0] * 7, "max": [1.0] * 7},
+                    "action": {"min": [-2.0] * 7, "max": [2.0] * 7},
+                }
+            }
+        )
+    )
+    (folder / "config.json").write_text(json.dumps({"num_inference_timesteps": 12, "horizon": 50}))
+    loaded, normalizer, _, report = load_reference_checkpoint(folder, False, None, None, base=preset("evo1-tiny"))
+    assert not report.missing and not report.unexpected
+    assert loaded.config.num_inference_steps == 12
+    assert loaded.config.head_attends_padding and loaded.config.pad_to_max_length
+    assert normalizer.action.max.tolist() == [2.0] * 7
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+
+
+class _Arbitrary:
+    """Stands for a pickled object that weights_only must refuse."""
+
+
+def test_unsafe_pickle_is_refused_with_a_clear_message(tmp_path: Path) -> None:
+    folder = tmp_path / "evil"
+    folder.mkdir()
+    torch.save({"module": {"x": torch.zeros(1)}, "payload": _Arbitrary()}, folder / "checkpoint.pt")
+    (folder / "norm_stats.json").write_text("{}")
+    with pytest.raises(CheckpointError, match="cannot be read safely"):
+        load_checkpoint(folder)
+
+
+def test_lerobot_layout_loads(tmp_path: Path) -> None:
+    torch.manual_seed(4)
+    model = Evo1Model(preset("evo1-tiny"))
+    state = {f"model.{k}": v.contiguous() for k, v in model.state_dict().items()}
+    mapped, dropped = map_lerobot_state_dict(state, text_layers=2)
+    assert set(mapped) == set(model.state_dict()) and not dropped
+    folder = tmp_path / "lerobot"
+    folder.mkdir()
+    save_file(state, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps({"type": "evo1", "num_steps": 16}))
+    _fitted_normalizer().save(folder)
+    loaded, _, _, report = load_checkpoint(folder, base=preset("evo1-tiny"))
+    assert not report.missing and loaded.config.num_inference_steps == 16
+    assert torch.equal(
+        loaded.state_dict()["action_head.mlp_head.fc2.weight"], model.state_dict()["action_head.mlp_head.fc2.weight"]
+    )
+
+
+def test_fresh_model_from_internvl_hf_folder(tmp_path: Path) -> None:
+    """A folder laid out like OpenGVLab/InternVL3-1B-hf (native names, LM head, extra layers)."""
+    torch.manual_seed(5)
+    source = Evo1Model(preset("evo1-tiny"))
+    hf = {
+        k.replace("embedder.model.", "model."): v for k, v in source.state_dict().items() if k.startswith("embedder.")
+    }
+    hf["lm_head.weight"] = torch.zeros(10, 48)
+    hf["model.language_model.layers.7.mlp.up_proj.weight"] = torch.zeros(2, 2)
+    folder = tmp_path / "InternVL3-1B-hf"
+    folder.mkdir()
+    save_file(hf, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(
+        json.dumps({"text_config": {"hidden_size": 48}, "vision_config": {"hidden_size": 64}})
+    )
+    model, _, report = from_internvl_hf(folder, preset("evo1-tiny"))
+    assert not report.missing and not report.unexpected and len(report.dropped) == 2
+    for key, value in source.state_dict().items():
+        if key.startswith("embedder."):
+            assert torch.equal(model.state_dict()[key], value), key
+    with pytest.raises(CheckpointError, match="hidden size"):
+        from_internvl_hf(folder, preset("evo1-0.77b"))
