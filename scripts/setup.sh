@@ -25,27 +25,28 @@ fingerprint() {
     {
         echo "$TORCH_SPEC"
         "$PYTHON" -c 'import sys; print(sys.version)' 2>/dev/null || true
-        cat scripts/setup.sh scripts/requirements-venv.txt setup.py package.xml \
+        cat scripts/setup.sh scripts/requirements-venv.txt setup.py setup.cfg package.xml \
             evo1_msgs/CMakeLists.txt evo1_msgs/package.xml evo1_msgs/msg/* evo1_msgs/srv/* 2>/dev/null
     } | sha256sum | cut -d' ' -f1
 }
+
+# 1. The interpreter (checked before anything is touched).
+command -v "$PYTHON" >/dev/null 2>&1 || die "no '$PYTHON' found: install Python 3.10, 3.11 or 3.12 (or point PYTHON at one)."
+pyver=$("$PYTHON" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")' 2>/dev/null) \
+    || die "'$PYTHON' does not run as a Python interpreter."
+case "$pyver" in
+    3.10|3.11|3.12) ;;
+    *) die "Python $pyver is not supported: ROS 2 wheels exist for 3.10-3.12; set PYTHON to one of those." ;;
+esac
 
 want=$(fingerprint)
 if [ -f "$READY" ] && [ "$(cat "$READY")" = "$want" ]; then
     exit 0
 fi
 rm -f "$READY"
-
-# 1. The interpreter.
-command -v "$PYTHON" >/dev/null 2>&1 || die "no '$PYTHON' found: install Python 3.10, 3.11 or 3.12 (or point PYTHON at one)."
-pyver=$("$PYTHON" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
-case "$pyver" in
-    3.10|3.11|3.12) ;;
-    *) die "Python $pyver is not supported: ROS 2 wheels exist for 3.10-3.12; set PYTHON to one of those." ;;
-esac
 "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null || NEED_APT_VENV=1
 
-# 2. System packages (cmake and a C compiler build evo1_msgs; OSMesa renders the simulator).
+# 2. System packages (cmake and a C++ compiler build evo1_msgs).
 missing_apt=()
 command -v cmake >/dev/null 2>&1 || missing_apt+=(cmake)
 command -v g++ >/dev/null 2>&1 || missing_apt+=(g++)
@@ -110,10 +111,10 @@ grep -rlE '/opt/python/cp3[0-9]+-cp3[0-9]+' "$VENV/share" --include='*.cmake' 2>
         -e "s#/opt/python/cp3[0-9]+-cp3[0-9]+/lib/python3\.[0-9]+/site-packages/numpy/_core/include#$np_inc#g" \
         -e "s#/opt/python/cp3[0-9]+-cp3[0-9]+/include/python3\.[0-9]+#$py_inc#g" "$f"
 done
-BUILD="$ROOT/build/evo1_msgs"
+BUILD="$VENV/build/evo1_msgs"
 export AMENT_PREFIX_PATH="$VENV" CMAKE_PREFIX_PATH="$VENV"
-cmake_log="$ROOT/build/evo1_msgs.log"
-mkdir -p "$ROOT/build"
+cmake_log="$VENV/build/evo1_msgs.log"
+mkdir -p "$VENV/build"
 {
     cmake -S evo1_msgs -B "$BUILD" -DCMAKE_INSTALL_PREFIX="$VENV" -DPython3_EXECUTABLE="$VENV/bin/python" \
         -DBUILD_TESTING=OFF -DCMAKE_BUILD_TYPE=Release &&

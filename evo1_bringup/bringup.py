@@ -1,0 +1,119 @@
+"""`evo1 bringup` and `evo1 instruct`: arm.launch.py's job for machines without `ros2 launch`.
+
+bringup starts the same nodes (policy node, and the simulated arm unless --sim false) with the
+same arm YAML and the same argument defaults (launch_args.py), in one process.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import rclpy
+from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
+from std_msgs.msg import String
+
+from .arm_config import ArmConfig
+from .launch_args import parse_bool, policy_overrides
+from .node import INSTRUCTION_QOS, PolicyNode, spin_until_signal
+from .paths import config_path
+
+
+def _ros_value(value: object) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def ros_arguments(arm_yaml: str, checkpoint: str, device: str, dry_run: str, namespace: str) -> list[str]:
+    args = ["--ros-args", "--params-file", arm_yaml]
+    for name, value in policy_overrides(checkpoint, device, dry_run).items():
+        args += ["-p", f"{name}:={_ros_value(value)}"]
+    if namespace.strip("/"):
+        args += ["-r", f"__ns:=/{namespace.strip('/')}"]
+    return args
+
+
+class Monitor(Node):
+    """Publishes the start-up instruction (if any) and prints a line of progress every few seconds."""
+
+    def __init__(self, policy: PolicyNode, instruction: str | None, topic: str, every: float):
+        super().__init__("evo1_bringup_monitor")
+        self.policy = policy
+        self.publisher = self.create_publisher(String, topic, INSTRUCTION_QOS)
+        if instruction:
+            self.publisher.publish(String(data=instruction))
+        self.create_timer(every, self._report)
+
+    def _report(self) -> None:
+        p = self.policy
+        latency = p._latencies[-1] * 1e3 if p._latencies else float("nan")
+        print(
+            f"[evo1] {p._reason or 'commanding'} | chunks {p._chunks} | trajectories {p._trajectories} | "
+            f"last inference {latency:.0f} ms",
+            flush=True,
+        )
+
+
+def bringup(
+    arm_config: str,
+    checkpoint: str,
+    device: str,
+    dry_run: str,
+    namespace: str,
+    sim: str,
+    instruction: str | None = None,
+    duration: float | None = None,
+    report_every: float = 2.0,
+) -> dict[str, Any]:
+    arm_yaml = config_path(arm_config)
+    config = ArmConfig.from_yaml(arm_yaml)  # a bad YAML stops here with its problems named
+    args = ros_arguments(str(arm_yaml), checkpoint, device, dry_run, namespace)
+    with rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO):
+        policy = PolicyNode()
+        nodes: list[Node] = [policy]
+        sim_node = None
+        if parse_bool(sim):
+            from .sim_arm import SimArmNode
+
+            sim_node = SimArmNode(config)
+            nodes.append(sim_node)
+        nodes.append(Monitor(policy, instruction, config.topics.instruction, report_every))
+        started = time.monotonic()
+        spin_until_signal(nodes, duration=duration)
+        summary = {
+            "seconds": round(time.monotonic() - started, 1),
+            "chunks": policy._chunks,
+            "trajectories": policy._trajectories,
+            "rejected": dict(policy._counters.causes),
+            "last_reason": policy._reason,
+        }
+        if sim_node is not None:
+            summary["sim_trajectories_followed"] = sim_node.trajectories
+        for node in nodes:
+            node.destroy_node()
+    return summary
+
+
+def instruct(text: str, namespace: str = "", topic: str = "instruction", wait: float = 10.0) -> int:
+    """Publish one instruction the way the node expects it (reliable, transient local)."""
+    if not text.strip():
+        raise ValueError("instruction is empty: say what the robot should do")
+    args = ["--ros-args", "-r", f"__ns:=/{namespace.strip('/')}"] if namespace.strip("/") else None
+    with rclpy.init(args=args):
+        node = rclpy.create_node("evo1_instruct")
+        publisher = node.create_publisher(String, topic, INSTRUCTION_QOS)
+        deadline = time.monotonic() + wait
+        while publisher.get_subscription_count() == 0 and time.monotonic() < deadline:
+            rclpy.spin_once(node, timeout_sec=0.1)
+        matched = publisher.get_subscription_count()
+        publisher.publish(String(data=text))
+        end = time.monotonic() + 1.0  # let reliable delivery (and any late joiner) complete
+        while time.monotonic() < end:
+            rclpy.spin_once(node, timeout_sec=0.1)
+        name = publisher.topic_name
+        node.destroy_node()
+    if matched == 0:
+        print(f"evo1 instruct: published on {name}, but no policy node was listening within {wait:.0f} s")
+        return 1
+    print(f"evo1 instruct: sent {text!r} on {name} to {matched} subscriber(s)")
+    return 0

@@ -1,0 +1,120 @@
+"""Executing action chunks at the control rate: what to command, when to ask for the next chunk,
+how to merge a new chunk into the plan. Pure logic on a grid of control ticks (no ROS, no clock).
+
+Tick k is the k-th control update. A chunk predicted from an observation taken at tick k_obs
+plans ticks k_obs + 1 ... k_obs + horizon (action i for tick k_obs + 1 + i). Ticks that passed
+while the model was running are skipped when the chunk arrives. The plan keeps the whole chunk
+(the tail is a buffer if the next one is late); the next chunk is requested so that it arrives
+once `execute_steps` of the current one have run.
+
+Merging (for the ticks old and new plans share): "latest_only" takes the new chunk; "blend"
+crossfades from old to new over `blend_steps`; "rtc" additionally asks the model to steer the
+new chunk toward the committed old actions (guided denoising, Black et al. 2025), then blends.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from evo1_policy.policy import ChunkGuidance
+
+
+@dataclass
+class Request:
+    """What the inference worker needs to produce the next chunk."""
+
+    tick: int  # observation tick: the chunk's action 0 is for tick + 1
+    guidance: ChunkGuidance | None
+
+
+class ChunkExecutor:
+    def __init__(
+        self,
+        execute_steps: int,
+        merge: str = "rtc",
+        blend_steps: int = 8,
+        request_margin_steps: int = 2,
+        rtc_decay_steps: int = 10,
+        rtc_max_guidance: float = 10.0,
+    ):
+        self.execute_steps = execute_steps
+        self.merge_mode = merge
+        self.blend_steps = blend_steps
+        self.margin = request_margin_steps
+        self.rtc_decay_steps = rtc_decay_steps
+        self.rtc_max_guidance = rtc_max_guidance
+        self.reset()
+
+    def reset(self) -> None:
+        self.plan: np.ndarray | None = None  # (N, A) actions for ticks plan_start ... plan_start + N - 1
+        self.plan_start = 0
+        self.chunk_start = 0  # tick of the current chunk's first action
+        self.chunks_merged = 0
+        self.steps_skipped = 0
+
+    # ------------------------------------------------------------ queries
+    def planned(self, tick: int) -> int:
+        """How many planned actions lie after `tick`."""
+        if self.plan is None:
+            return 0
+        return max(0, self.plan_start + len(self.plan) - (tick + 1))
+
+    def upcoming(self, tick: int, max_points: int) -> np.ndarray:
+        """Planned actions for ticks tick + 1, tick + 2, ... (at most max_points)."""
+        if self.plan is None:
+            return np.zeros((0, 0))
+        first = tick + 1 - self.plan_start
+        return self.plan[max(first, 0) : max(first, 0) + max_points]
+
+    def delay_steps(self, latency_s: float, dt: float) -> int:
+        return max(1, math.ceil(latency_s / dt))
+
+    def needs_chunk(self, tick: int, latency_s: float, dt: float) -> bool:
+        """True when a chunk requested now would arrive about when the current one's
+        execute_steps are done (or when nothing is planned)."""
+        if self.plan is None or self.planned(tick) == 0:
+            return True
+        executed = tick + 1 - self.chunk_start
+        return executed + self.delay_steps(latency_s, dt) + self.margin >= self.execute_steps
+
+    def request(self, tick: int, latency_s: float, dt: float) -> Request:
+        guidance = None
+        if self.merge_mode == "rtc" and self.plan is not None:
+            committed = self.upcoming(tick, 10**9)
+            if len(committed):
+                delay = self.delay_steps(latency_s, dt)
+                weights = np.zeros(len(committed))
+                weights[:delay] = 1.0  # these execute before the new chunk can arrive
+                ramp = np.arange(1, self.rtc_decay_steps + 1)
+                fade = 1.0 - ramp / (self.rtc_decay_steps + 1)
+                tail = weights[delay : delay + self.rtc_decay_steps]
+                tail[:] = fade[: len(tail)]
+                guidance = ChunkGuidance(committed, weights, self.rtc_max_guidance)
+        return Request(tick, guidance)
+
+    # ------------------------------------------------------------ updates
+    def merge(self, chunk: np.ndarray, observation_tick: int, now_tick: int) -> int:
+        """Add a chunk predicted at observation_tick, arriving at now_tick. Returns the number of
+        its actions skipped because their ticks already passed."""
+        chunk = np.asarray(chunk, dtype=np.float64)
+        first_future = now_tick + 1
+        skip = max(0, first_future - (observation_tick + 1))
+        new = chunk[skip:]
+        self.steps_skipped += skip
+        if len(new) == 0:
+            return skip
+        if self.plan is not None and self.merge_mode in ("blend", "rtc") and self.blend_steps > 0:
+            old = self.upcoming(now_tick, len(new))
+            overlap = min(len(old), self.blend_steps)
+            if overlap:
+                weight_new = np.arange(1, overlap + 1)[:, None] / (overlap + 1)
+                new = new.copy()
+                new[:overlap] = (1 - weight_new) * old[:overlap] + weight_new * new[:overlap]
+        self.plan = new
+        self.plan_start = first_future
+        self.chunk_start = observation_tick + 1
+        self.chunks_merged += 1
+        return skip

@@ -1,0 +1,45 @@
+"""Arguments of arm.launch.py and `evo1 bringup`: one list, so both have the same defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class LaunchArgument:
+    name: str
+    default: str
+    description: str
+
+
+LAUNCH_ARGUMENTS = (
+    LaunchArgument("arm_config", "sim_arm", "Arm config: a YAML path, or a name in the package's config/ folder"),
+    LaunchArgument("checkpoint", "", "Checkpoint directory; empty: the one the arm config names"),
+    LaunchArgument("device", "auto", "Torch device: auto, cpu, cuda, cuda:N"),
+    LaunchArgument("dry_run", "false", "true: compute and publish chunks and status, but no trajectories"),
+    LaunchArgument("namespace", "", "ROS namespace for every node (topics are relative, so they follow it)"),
+    LaunchArgument("sim", "true", "true: also start the simulated arm (no hardware needed)"),
+)
+
+DEFAULTS = {arg.name: arg.default for arg in LAUNCH_ARGUMENTS}
+
+# Executables (console scripts installed into lib/evo1_bringup) the launch file starts.
+POLICY_EXECUTABLE = "evo1_policy_node"
+SIM_EXECUTABLE = "evo1_sim_arm"
+
+
+def parse_bool(value: str) -> bool:
+    lowered = str(value).strip().lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(f"{value!r} is not a boolean (true/false)")
+
+
+def policy_overrides(checkpoint: str, device: str, dry_run: str) -> dict[str, object]:
+    """Node parameters the launch arguments set on top of the arm config YAML."""
+    overrides: dict[str, object] = {"model.device": device, "safety.dry_run": parse_bool(dry_run)}
+    if checkpoint:
+        overrides["model.checkpoint"] = checkpoint
+    return overrides

@@ -1,0 +1,654 @@
+"""The Evo-1 policy node: cameras + joint states + instruction in, joint trajectories out.
+
+A lifecycle node. configure: read and validate parameters, load the policy, create topics.
+activate: start the control loop and the inference worker. deactivate / shutdown / SIGINT /
+SIGTERM: command a hold and stop. Subscription callbacks only store the latest messages; the
+worker thread runs the model on a consistent snapshot; the control timer merges chunks,
+applies the safety layer and publishes one JointTrajectory per update.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import rclpy
+from builtin_interfaces.msg import Duration
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.signals import SignalHandlerOptions
+from sensor_msgs.msg import CompressedImage, Image, JointState
+from std_msgs.msg import Float64, String
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from evo1_msgs.msg import ActionChunk, PolicyStatus
+from evo1_msgs.srv import Reset
+from evo1_policy.images import SUPPORTED_ENCODINGS, ImageError, decode_compressed_msg, decode_image_msg
+from evo1_policy.normalize import Normalizer
+from evo1_policy.policy import Evo1Policy
+
+from .arm_config import NODE_NAME, ArmConfig, parameter_schema
+from .chunking import ChunkExecutor, Request
+from .safety import Limits, check_chunk, finite_difference_velocities, safe_path
+
+INSTRUCTION_QOS = QoSProfile(
+    depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+)
+COMMAND_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def load_policy(config: ArmConfig) -> Evo1Policy:
+    """The policy the config names: a checkpoint, or (demos/tests) an untrained preset."""
+    m = config.model
+    dtype = m.dtype or None
+    if m.checkpoint:
+        return Evo1Policy.from_checkpoint(m.checkpoint, device=m.device, dtype=dtype)
+    if m.preset:
+        dims = len(config.action_names)
+        normalizer = Normalizer.from_limits(config.lower, config.upper, config.action_names)
+        return Evo1Policy.from_preset(m.preset, dims, dims, device=m.device, dtype=dtype, normalizer=normalizer)
+    raise ValueError("model.checkpoint is empty (and no model.preset): say which policy to run")
+
+
+@dataclass
+class Stamped:
+    value: Any
+    received: float  # time.monotonic() at arrival
+    stamp: float  # header stamp in seconds (0 if none)
+
+
+@dataclass
+class Snapshot:
+    images: list[Any]
+    positions: np.ndarray
+    instruction: str
+    tick: int
+    oldest_stamp: float
+    received: float  # monotonic arrival of the newest camera frame used
+
+
+@dataclass
+class Counters:
+    causes: collections.Counter = field(default_factory=collections.Counter)
+    last_logged: dict[str, float] = field(default_factory=dict)
+
+
+class PolicyNode(LifecycleNode):
+    def __init__(self, node_name: str = NODE_NAME, policy: Evo1Policy | None = None, **kwargs: Any):
+        super().__init__(node_name, **kwargs)
+        self._injected_policy = policy  # tests and `evo1 bench-node` may hand in a loaded policy
+        self._declare_parameters()
+        self.config: ArmConfig | None = None
+        self.policy: Evo1Policy | None = None
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._active = False
+        self._worker: threading.Thread | None = None
+        self._stop_worker = False
+        self._entities: list[Any] = []
+        self._timers: list[Any] = []
+        self._reset_state()
+
+    # ------------------------------------------------------------------ parameters
+    def _declare_parameters(self) -> None:
+        for name, default, meta in parameter_schema():
+            descriptor = ParameterDescriptor(description=meta["description"], read_only=not meta["dynamic"])
+            low, high = meta["range"]
+            bounded = low is not None or high is not None
+            if isinstance(default, float) and bounded:
+                low, high = -1e300 if low is None else low, 1e300 if high is None else high
+                descriptor.floating_point_range = [FloatingPointRange(from_value=float(low), to_value=float(high))]
+            elif isinstance(default, int) and not isinstance(default, bool) and bounded:
+                low, high = -(2**62) if low is None else low, 2**62 if high is None else high
+                descriptor.integer_range = [IntegerRange(from_value=int(low), to_value=int(high))]
+            self.declare_parameter(name, default, descriptor)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+    def _on_set_parameters(self, params: list[Any]) -> SetParametersResult:
+        for p in params:
+            if p.name == "safety.dry_run" and self.config is not None:
+                self.config.safety.dry_run = bool(p.value)
+                self._status_changed = True
+        return SetParametersResult(successful=True)
+
+    def _read_config(self) -> ArmConfig:
+        values = {name: self.get_parameter(name).value for name, _, _ in parameter_schema()}
+        config = ArmConfig.from_parameters(values)
+        config.validate()
+        return config
+
+    # ------------------------------------------------------------------ lifecycle
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            config = self._read_config()
+            policy = self._injected_policy or load_policy(config)
+            if policy.action_dim != len(config.action_names) or policy.state_dim != len(config.action_names):
+                raise ValueError(
+                    f"checkpoint has {policy.state_dim} state / {policy.action_dim} action dims but the arm config "
+                    f"names {len(config.action_names)} ({config.action_names})"
+                )
+            if len(config.cameras.names) > policy.config.max_views:
+                raise ValueError(f"{len(config.cameras.names)} cameras but the model takes {policy.config.max_views}")
+        except (ValueError, FileNotFoundError, RuntimeError) as error:
+            self._last_error = str(error)
+            self.get_logger().error(f"configure failed: {error}")
+            return TransitionCallbackReturn.FAILURE
+        if policy.device.type == "cpu":
+            import torch
+
+            torch.set_num_threads(config.model.threads or max(1, (os.cpu_count() or 2) - 1))
+        self.config, self.policy = config, policy
+        self.dt = 1.0 / config.control.rate_hz
+        self.limits = Limits.of(config.lower, config.upper, config.max_velocity, self.dt)
+        self.executor_plan = ChunkExecutor(
+            config.control.execute_steps,
+            config.control.merge,
+            config.control.blend_steps,
+            config.control.request_margin_steps,
+            config.control.rtc_decay_steps,
+            config.control.rtc_max_guidance,
+        )
+        self._create_interfaces(config)
+        self._stop_worker = False
+        self._worker = threading.Thread(target=self._inference_loop, name="evo1-inference", daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f"configured: {policy.config.preset}, {len(config.cameras.names)} camera(s), joints {config.action_names}, "
+            f"{config.control.rate_hz} Hz, merge={config.control.merge}, dry_run={config.safety.dry_run}"
+        )
+        self._status_changed = True
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        with self._lock:
+            self._reset_plan("activated")
+            self._active = True
+        self._timers = [
+            self.create_timer(self.dt, self._control_step),
+            self.create_timer(1.0 / self.config.status_rate_hz, lambda: self._publish_status(force=True)),
+        ]
+        self._status_changed = True
+        self.get_logger().info("active")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._go_inactive("deactivated")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._teardown()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._go_inactive("shutting down")
+        self._teardown()
+        return TransitionCallbackReturn.SUCCESS
+
+    def shutdown_cleanly(self) -> None:
+        """Hold, stop the control loop and the worker (SIGINT/SIGTERM and `evo1 bringup` exit)."""
+        self._go_inactive("shutting down")
+        self._teardown()
+
+    def _go_inactive(self, why: str) -> None:
+        if self._active:
+            self._hold(why)
+        self._active = False
+        for timer in self._timers:
+            self.destroy_timer(timer)
+        self._timers = []
+        self._status_changed = True
+        self._publish_status(force=True)
+
+    def _teardown(self) -> None:
+        with self._lock:
+            self._stop_worker = True
+            self._wake.notify_all()
+        if self._worker is not None:
+            self._worker.join(timeout=5.0)
+        for entity in self._entities:
+            self._destroy(entity)
+        self._entities = []
+
+    def _destroy(self, entity: Any) -> None:
+        for kind in ("subscription", "publisher", "service"):
+            destroy = getattr(self, f"destroy_{kind}")
+            try:
+                destroy(entity)
+                return
+            except (TypeError, ValueError, AttributeError):
+                continue
+
+    # ------------------------------------------------------------------ interfaces
+    def _create_interfaces(self, config: ArmConfig) -> None:
+        c = config.cameras
+        self._camera_msgs: list[Stamped | None] = [None] * len(c.names)
+        for index, (name, topic, compressed) in enumerate(zip(c.names, c.topics, c.compressed, strict=True)):
+            kind = CompressedImage if compressed else Image
+            self._entities.append(
+                self.create_subscription(
+                    kind, topic, lambda msg, i=index, n=name: self._on_image(i, n, msg), qos_profile_sensor_data
+                )
+            )
+        t = config.topics
+        self._entities += [
+            self.create_subscription(JointState, t.joint_states, self._on_joint_state, qos_profile_sensor_data),
+            self.create_subscription(String, t.instruction, self._on_instruction, INSTRUCTION_QOS),
+            self.create_service(Reset, "~/reset", self._on_reset),
+        ]
+        self.trajectory_pub = self.create_publisher(JointTrajectory, t.trajectory, COMMAND_QOS)
+        self.chunk_pub = self.create_publisher(ActionChunk, t.action_chunk, 10)
+        self.status_pub = self.create_publisher(PolicyStatus, t.status, 10)
+        self.gripper_pub = None
+        if config.gripper.name and config.gripper.output == "topic":
+            self.gripper_pub = self.create_publisher(Float64, config.gripper.topic, COMMAND_QOS)
+        self._entities += [p for p in (self.trajectory_pub, self.chunk_pub, self.status_pub, self.gripper_pub) if p]
+
+    # ------------------------------------------------------------------ inputs (callbacks: store only)
+    def _reject(self, cause: str, detail: str = "") -> None:
+        """Count a rejected input under a stable cause; log each cause at most every 5 s."""
+        now = time.monotonic()
+        with self._lock:
+            self._counters.causes[cause] += 1
+            last = self._counters.last_logged.get(cause, -math.inf)
+            if now - last >= 5.0:
+                self._counters.last_logged[cause] = now
+                log = True
+            else:
+                log = False
+            self._last_error = detail or cause
+        if log:
+            self.get_logger().warning(f"rejected: {detail or cause} (x{self._counters.causes[cause]})")
+
+    @staticmethod
+    def _stamp(msg: Any) -> float:
+        header = getattr(msg, "header", None)
+        return header.stamp.sec + header.stamp.nanosec * 1e-9 if header is not None else 0.0
+
+    def _on_image(self, index: int, name: str, msg: Any) -> None:
+        problem = _check_image_fields(msg)
+        if problem:
+            self._reject(f"camera '{name}': {problem}")
+            return
+        with self._lock:
+            self._camera_msgs[index] = Stamped(msg, time.monotonic(), self._stamp(msg))
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        names = self.config.action_names
+        index = {n: i for i, n in enumerate(msg.name)}
+        missing = [n for n in names if n not in index]
+        if missing:
+            self._reject(f"joint_states lacks joints {missing}")
+            return
+        if len(msg.position) != len(msg.name):
+            self._reject(f"joint_states has {len(msg.name)} names but {len(msg.position)} positions")
+            return
+        positions = np.array([msg.position[index[n]] for n in names], dtype=np.float64)
+        if not np.isfinite(positions).all():
+            bad = [n for n, p in zip(names, positions, strict=True) if not math.isfinite(p)]
+            self._reject(f"joint_states has NaN/inf positions for {bad}")
+            return
+        with self._lock:
+            self._joints = Stamped(positions, time.monotonic(), self._stamp(msg))
+
+    def _on_instruction(self, msg: String) -> None:
+        text = msg.data.strip()
+        if not text:
+            self._reject("empty instruction")
+            return
+        if len(text) > 2000:
+            self._reject(f"instruction of {len(text)} characters is too long (max 2000)")
+            return
+        with self._lock:
+            changed = self._instruction is None or text != self._instruction.value
+            self._instruction = Stamped(text, time.monotonic(), 0.0)
+            if changed:
+                self._reset_plan("new instruction")
+        if changed:
+            self.get_logger().info(f"instruction: {text!r}")
+            self._status_changed = True
+
+    def _on_reset(self, request: Reset.Request, response: Reset.Response) -> Reset.Response:
+        del request
+        with self._lock:
+            self._instruction = None
+            self._reset_plan("reset")
+        self._hold("reset")
+        response.success, response.message = True, "queue cleared; holding until a new instruction"
+        self._status_changed = True
+        return response
+
+    # ------------------------------------------------------------------ state
+    def _reset_state(self) -> None:
+        self._camera_msgs = []
+        self._joints: Stamped | None = None
+        self._instruction: Stamped | None = None
+        self._counters = Counters()
+        self._last_error = ""
+        self._status_changed = True
+        self._reason = "unconfigured"
+        self._tick = 0
+        self._holding = False
+        self._last_command: np.ndarray | None = None
+        self._request: Request | None = None
+        self._in_flight_since: float | None = None
+        self._result: tuple[np.ndarray, Snapshot, float, int] | None = None
+        self._generation = 0
+        self._latencies: collections.deque[float] = collections.deque(maxlen=20)
+        self._inference_count = 0
+        self._chunk_times: collections.deque[float] = collections.deque(maxlen=20)
+        self._trajectories = 0
+        self._chunks = 0
+        self.tick_durations: collections.deque[float] = collections.deque(maxlen=2000)
+        self.tick_times: collections.deque[float] = collections.deque(maxlen=2000)
+        self.obs_to_command: collections.deque[float] = collections.deque(maxlen=2000)
+        self._pending_latency_mark: float | None = None
+
+    def _reset_plan(self, why: str) -> None:
+        """Drop queued actions and any chunk in flight (called with the lock held)."""
+        if hasattr(self, "executor_plan"):
+            self.executor_plan.reset()
+        self._generation += 1  # a chunk computed for the old situation is discarded on arrival
+        self._result = None
+        self._request = None
+        del why
+
+    def _latency_estimate(self) -> float:
+        # The first inference (cold start) is not representative; until others exist, assume one step.
+        recent = list(self._latencies)[1:] if len(self._latencies) > 1 else []
+        return float(np.percentile(recent, 90)) if recent else self.dt
+
+    # ------------------------------------------------------------------ inference worker
+    def _inference_loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._stop_worker and self._request is None:
+                    self._wake.wait(timeout=0.5)
+                if self._stop_worker:
+                    return
+                request, generation = self._request, self._generation
+                snapshot = self._snapshot(request.tick)
+            if snapshot is None:
+                with self._lock:
+                    self._request = None
+                continue
+            start = time.monotonic()
+            with self._lock:
+                self._in_flight_since = start
+            try:
+                images = [self._decode(i, s) for i, s in enumerate(snapshot.images)]
+                seed = self.config.model.seed if self.config.model.seed >= 0 else None
+                chunk = self.policy.predict_chunk(
+                    images,
+                    snapshot.positions,
+                    snapshot.instruction,
+                    steps=self.config.model.steps or None,
+                    seed=seed,
+                    guidance=request.guidance,
+                )
+                error = None
+            except (ImageError, ValueError) as exc:
+                chunk, error = None, str(exc)
+            latency = time.monotonic() - start
+            with self._lock:
+                self._in_flight_since = None
+                self._request = None
+                if error is None and generation == self._generation:
+                    self._result = (chunk, snapshot, latency, generation)
+                self._latencies.append(latency)
+                self._inference_count += 1
+            if error is not None:
+                self._reject(error if error.startswith("camera") else f"inference input: {error}")
+
+    def _decode(self, index: int, stamped: Stamped) -> np.ndarray:
+        try:
+            msg = stamped.value
+            return decode_compressed_msg(msg) if isinstance(msg, CompressedImage) else decode_image_msg(msg)
+        except ImageError as error:
+            raise ImageError(f"camera '{self.config.cameras.names[index]}': {error}") from None
+
+    def _snapshot(self, tick: int) -> Snapshot | None:
+        """The latest inputs, taken together (lock held)."""
+        if any(m is None for m in self._camera_msgs) or self._joints is None or self._instruction is None:
+            return None
+        stamps = [m.stamp for m in self._camera_msgs] + [self._joints.stamp]
+        return Snapshot(
+            images=list(self._camera_msgs),
+            positions=self._joints.value.copy(),
+            instruction=self._instruction.value,
+            tick=tick,
+            oldest_stamp=min(stamps),
+            received=max(m.received for m in self._camera_msgs),
+        )
+
+    # ------------------------------------------------------------------ control loop
+    def _why_not_commanding(self, now: float) -> str:
+        """'' when every input is fresh and an instruction is known (lock held)."""
+        if self._instruction is None:
+            return "no instruction"
+        s = self.config.safety
+        for name, msg in zip(self.config.cameras.names, self._camera_msgs, strict=True):
+            if msg is None:
+                return f"no image from camera '{name}'"
+            if now - msg.received > s.camera_timeout:
+                return f"camera '{name}' stale ({now - msg.received:.2f} s > {s.camera_timeout} s)"
+        if self._joints is None:
+            return "no joint states"
+        if now - self._joints.received > s.joint_state_timeout:
+            return f"joint states stale ({now - self._joints.received:.2f} s > {s.joint_state_timeout} s)"
+        if self._in_flight_since is not None and now - self._in_flight_since > s.inference_timeout:
+            return f"inference slower than {s.inference_timeout} s"
+        return ""
+
+    def _control_step(self) -> None:
+        started = time.monotonic()
+        self.tick_times.append(started)
+        self._tick += 1
+        tick = self._tick
+        with self._lock:
+            reason = self._why_not_commanding(started)
+            arrived = self._result
+            self._result = None
+        if arrived is not None:
+            self._accept_chunk(*arrived, tick=tick)
+        if reason:
+            with self._lock:
+                self._reset_plan(reason)
+            self._hold(reason)
+            self._set_reason(reason)
+            self.tick_durations.append(time.monotonic() - started)
+            return
+        if self._last_command is None:
+            self._last_command = self._joints.value.copy()
+        with self._lock:
+            plan = self.executor_plan
+            idle = self._request is None and self._in_flight_since is None
+            if idle and plan.needs_chunk(tick, self._latency_estimate(), self.dt):
+                self._request = plan.request(tick, self._latency_estimate(), self.dt)
+                self._wake.notify_all()
+            upcoming = plan.upcoming(tick, self.config.control.max_points)
+        if len(upcoming) == 0:
+            waiting = "waiting for the first chunk" if self._chunks == 0 else "waiting for a chunk (plan ran out)"
+            self._set_reason(waiting)
+            if self._chunks:
+                self._hold("plan ran out")
+            self.tick_durations.append(time.monotonic() - started)
+            return
+        self._set_reason("dry_run" if self.config.safety.dry_run else "")
+        self._command(upcoming)
+        self.tick_durations.append(time.monotonic() - started)
+
+    def _accept_chunk(self, chunk: np.ndarray, snapshot: Snapshot, latency: float, generation: int, tick: int) -> None:
+        self._chunks += 1
+        self._chunk_times.append(time.monotonic())
+        self._publish_chunk(chunk, snapshot, latency)
+        problem = check_chunk(chunk, self.limits, self.config.safety.out_of_range_tolerance)
+        if problem is None and latency > self.config.safety.inference_timeout:
+            problem = f"chunk slower than safety.inference_timeout: {latency:.2f} s"
+        if problem:
+            self._reject(f"chunk dropped: {problem.split(':')[0]}", problem)
+            with self._lock:
+                self._reset_plan(problem)
+            self._hold("rejected chunk")
+            return
+        with self._lock:
+            if generation != self._generation:
+                return
+            self.executor_plan.merge(chunk, snapshot.tick, tick)
+        self._pending_latency_mark = snapshot.received
+
+    def _command(self, targets: np.ndarray) -> None:
+        points = safe_path(targets, self._last_command, self.limits)
+        self._holding = False
+        if not self.config.safety.dry_run:
+            self._publish_trajectory(points)
+            if self._pending_latency_mark is not None:
+                self.obs_to_command.append(time.monotonic() - self._pending_latency_mark)
+                self._pending_latency_mark = None
+        self._last_command = points[0]
+
+    def _hold(self, why: str) -> None:
+        """Command the current position once, at rest (nothing in dry_run); then nothing until
+        the node commands motion again."""
+        if self._holding or self._last_command is None or self.config is None:
+            return
+        self._holding = True
+        if self.config.safety.dry_run:
+            return
+        self._publish_trajectory(self._last_command[None, :])
+        self.get_logger().info(f"holding position: {why}", throttle_duration_sec=2.0)
+
+    def _publish_trajectory(self, points: np.ndarray) -> None:
+        names = self.config.trajectory_names
+        columns = len(names)
+        velocities = finite_difference_velocities(points, self._last_command, self.dt)
+        msg = JointTrajectory()
+        if self.config.control.stamp_trajectories:
+            msg.header.stamp = self.get_clock().now().to_msg()
+        msg.joint_names = names
+        for i, (position, velocity) in enumerate(zip(points, velocities, strict=True)):
+            seconds = (i + 1) * self.dt
+            msg.points.append(
+                JointTrajectoryPoint(
+                    positions=position[:columns].tolist(),
+                    velocities=velocity[:columns].tolist(),
+                    time_from_start=Duration(sec=int(seconds), nanosec=round((seconds % 1) * 1e9)),
+                )
+            )
+        self.trajectory_pub.publish(msg)
+        if self.gripper_pub is not None:
+            self.gripper_pub.publish(Float64(data=float(points[0][-1])))
+        self._trajectories += 1
+
+    def _publish_chunk(self, chunk: np.ndarray, snapshot: Snapshot, latency: float) -> None:
+        msg = ActionChunk()
+        msg.header.stamp.sec = int(snapshot.oldest_stamp)
+        msg.header.stamp.nanosec = int((snapshot.oldest_stamp % 1) * 1e9)
+        msg.sequence = self._chunks
+        msg.instruction = snapshot.instruction
+        msg.joint_names = self.config.action_names
+        msg.horizon, msg.action_dim = int(chunk.shape[0]), int(chunk.shape[1])
+        msg.time_step = self.dt
+        msg.data = np.nan_to_num(chunk, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32).ravel().tolist()
+        msg.inference_latency = latency
+        msg.denoising_steps = self.config.model.steps or self.policy.config.num_inference_steps
+        self.chunk_pub.publish(msg)
+
+    # ------------------------------------------------------------------ status
+    def _set_reason(self, reason: str) -> None:
+        if reason != self._reason:
+            self._reason = reason
+            self._status_changed = True
+            self._publish_status(force=True)
+
+    def _publish_status(self, force: bool = False) -> None:
+        if not (force or self._status_changed) or not hasattr(self, "status_pub"):
+            return
+        self._status_changed = False
+        now = time.monotonic()
+        msg = PolicyStatus()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        if self._active:
+            msg.lifecycle_state, msg.lifecycle_label = PolicyStatus.STATE_ACTIVE, "active"
+        else:
+            msg.lifecycle_state, msg.lifecycle_label = PolicyStatus.STATE_INACTIVE, "inactive"
+        msg.dry_run = bool(self.config and self.config.safety.dry_run)
+        with self._lock:
+            reason = self._reason if self._active else "inactive"
+            msg.commanding = self._active and reason == ""
+            msg.reason = reason
+            msg.instruction = self._instruction.value if self._instruction else ""
+            msg.camera_names = list(self.config.cameras.names) if self.config else []
+            msg.camera_ages = [now - m.received if m else -1.0 for m in self._camera_msgs]
+            msg.joint_state_age = now - self._joints.received if self._joints else -1.0
+            msg.instruction_age = now - self._instruction.received if self._instruction else -1.0
+            latencies = list(self._latencies)
+            msg.inference_latency = latencies[-1] if latencies else 0.0
+            msg.inference_latency_p95 = float(np.percentile(latencies, 95)) if latencies else 0.0
+            times = list(self._chunk_times)
+            span = times[-1] - times[0] if len(times) > 1 else 0.0
+            msg.inference_rate = (len(times) - 1) / span if span > 0 else 0.0
+            msg.chunks_computed = self._chunks
+            msg.trajectories_published = self._trajectories
+            msg.reject_causes = list(self._counters.causes)
+            msg.reject_counts = [int(v) for v in self._counters.causes.values()]
+            msg.last_error = self._last_error
+        self.status_pub.publish(msg)
+
+
+def _check_image_fields(msg: Any) -> str:
+    """Cheap header checks in the callback; full decoding happens in the worker."""
+    if isinstance(msg, CompressedImage):
+        fmt = msg.format.lower()
+        if not any(k in fmt for k in ("jpeg", "jpg", "png")):
+            return f"compressed format {msg.format!r} unsupported; expected jpeg or png"
+        return "" if len(msg.data) else "empty compressed image"
+    if msg.encoding not in SUPPORTED_ENCODINGS:
+        return f"encoding {msg.encoding!r} unsupported; expected one of {', '.join(SUPPORTED_ENCODINGS)}"
+    if msg.width == 0 or msg.height == 0:
+        return f"image size {msg.width}x{msg.height} is empty"
+    if len(msg.data) < msg.step * msg.height:
+        return f"image data {len(msg.data)} bytes, expected {msg.step * msg.height} for {msg.width}x{msg.height}"
+    return ""
+
+
+def spin_until_signal(nodes: list[Any], context: Any = None, duration: float | None = None) -> None:
+    """Spin until SIGINT/SIGTERM (or `duration` seconds), then hold and shut every node down cleanly."""
+    stop = threading.Event()
+    deadline = time.monotonic() + duration if duration else math.inf
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    executor = SingleThreadedExecutor(context=context)
+    for node in nodes:
+        executor.add_node(node)
+    try:
+        for node in nodes:
+            autostart = isinstance(node, PolicyNode) and node.get_parameter("autostart").value
+            if autostart and node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+                node.trigger_activate()
+        while not stop.is_set() and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.05)
+    except ExternalShutdownException:
+        pass
+    finally:
+        for node in nodes:
+            if hasattr(node, "shutdown_cleanly"):
+                node.shutdown_cleanly()
+        executor.shutdown(timeout_sec=1.0)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def main(args: list[str] | None = None) -> int:
+    with rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO):
+        node = PolicyNode()
+        spin_until_signal([node])
+        node.destroy_node()
+    return 0

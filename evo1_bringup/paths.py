@@ -1,0 +1,35 @@
+"""Where the suite's data lives: the ament share folder when installed, else this checkout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PACKAGE = "evo1_bringup"
+_CHECKOUT = Path(__file__).resolve().parents[1]
+
+
+def share_dir() -> Path:
+    """share/evo1_bringup of a colcon install, or the checkout (which has the same launch/ and config/)."""
+    try:
+        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+
+        try:
+            return Path(get_package_share_directory(PACKAGE))
+        except (PackageNotFoundError, KeyError, ValueError, OSError):
+            pass
+    except ImportError:
+        pass
+    return _CHECKOUT
+
+
+def config_path(name_or_path: str) -> Path:
+    """An arm config by file path, or by name in config/ ('sim_arm' or 'sim_arm.yaml')."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    name = path.name if path.suffix == ".yaml" else f"{path.name}.yaml"
+    for folder in (share_dir() / "config", _CHECKOUT / "config"):
+        if (folder / name).is_file():
+            return folder / name
+    available = sorted(p.stem for p in (_CHECKOUT / "config").glob("*.yaml"))
+    raise FileNotFoundError(f"arm config {name_or_path!r} not found; the suite ships {available}")
