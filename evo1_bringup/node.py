@@ -596,6 +596,19 @@ class PolicyNode(LifecycleNode):
             times = list(self._chunk_times)
             span = times[-1] - times[0] if len(times) > 1 else 0.0
             msg.inference_rate = (len(times) - 1) / span if span > 0 else 0.0
+            ticks = np.diff(list(self.tick_times)[-200:])
+            if len(ticks):
+                msg.control_rate = float(1.0 / ticks.mean())
+                msg.control_period_p99 = float(np.percentile(ticks, 99))
+            msg.planned_steps = self.executor_plan.planned(self._tick) if hasattr(self, "executor_plan") else 0
+            durations = list(self.tick_durations)[-200:]
+            if durations:
+                msg.update_time_p50, msg.update_time_p95 = (float(v) for v in np.percentile(durations, [50, 95]))
+            delays = list(self.obs_to_command)[-50:]
+            if delays:
+                msg.observation_to_command_p50, msg.observation_to_command_p95 = (
+                    float(v) for v in np.percentile(delays, [50, 95])
+                )
             msg.chunks_computed = self._chunks
             msg.trajectories_published = self._trajectories
             msg.reject_causes = list(self._counters.causes)

@@ -14,6 +14,7 @@ import itertools
 import math
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -138,8 +139,10 @@ class PlanarScene:
 
 
 class SimArmNode(Node):
-    def __init__(self, config: ArmConfig, node_name: str = "evo1_sim_arm", rate_hz: float = 30.0, seed: int = 0):
-        super().__init__(node_name)
+    def __init__(
+        self, config: ArmConfig, node_name: str = "evo1_sim_arm", rate_hz: float = 30.0, seed: int = 0, **kwargs: Any
+    ):
+        super().__init__(node_name, **kwargs)
         self.config = config
         names = config.action_names
         start = np.clip(np.zeros(len(names)), config.lower, config.upper)
@@ -150,6 +153,8 @@ class SimArmNode(Node):
         self.create_subscription(JointTrajectory, config.topics.trajectory, self._on_trajectory, COMMAND_QOS)
         self.create_timer(1.0 / rate_hz, self._tick)
         self.trajectories = 0
+        self.cameras_enabled = True  # False: stop publishing images (tests of the camera watchdog)
+        self.last_image_time = 0.0
 
     def _on_trajectory(self, msg: JointTrajectory) -> None:
         points = [
@@ -172,6 +177,8 @@ class SimArmNode(Node):
         )
         state.header.stamp = stamp
         self.joint_pub.publish(state)
+        if not self.cameras_enabled:
+            return
         arm = self.follower.position[: len(self.config.joints.names)]
         gripper = self.follower.position[-1] if self.config.gripper.name else None
         frame = self.scene.render(arm, gripper)
@@ -180,6 +187,7 @@ class SimArmNode(Node):
             msg.header.stamp, msg.header.frame_id = stamp, name
             msg.data = frame.tobytes()
             pub.publish(msg)
+        self.last_image_time = time.monotonic()
 
 
 def main(args: list[str] | None = None) -> int:

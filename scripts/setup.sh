@@ -19,7 +19,9 @@ TORCH_SPEC=${EVO1_TORCH_SPEC:-torch==2.13.0}
 cd "$ROOT"
 
 die() { echo "evo1 setup: $*" >&2; exit 1; }
-step() { echo "evo1 setup: $*"; }
+step() { current_step="$*"; echo "evo1 setup: $*"; }
+current_step="starting"
+trap 'echo "evo1 setup: failed while $current_step (line $LINENO); the venv is not marked ready, run again after fixing it." >&2' ERR
 
 fingerprint() {
     {
@@ -106,7 +108,7 @@ pip_install -e "$ROOT"
 step "building evo1_msgs"
 py_inc=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
 np_inc=$("$VENV/bin/python" -c 'import numpy; print(numpy.get_include())')
-grep -rlE '/opt/python/cp3[0-9]+-cp3[0-9]+' "$VENV/share" --include='*.cmake' 2>/dev/null | while read -r f; do
+{ grep -rlE '/opt/python/cp3[0-9]+-cp3[0-9]+' "$VENV/share" --include='*.cmake' 2>/dev/null || true; } | while read -r f; do
     sed -i -E \
         -e "s#/opt/python/cp3[0-9]+-cp3[0-9]+/lib/python3\.[0-9]+/site-packages/numpy/_core/include#$np_inc#g" \
         -e "s#/opt/python/cp3[0-9]+-cp3[0-9]+/include/python3\.[0-9]+#$py_inc#g" "$f"

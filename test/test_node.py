@@ -1,0 +1,230 @@
+"""The policy node in its own process, over real DDS on loopback, with the tiny model."""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from ros_harness import (
+    SIM_YAML,
+    Recorder,
+    assert_safe_trajectories,
+    spin_for,
+    start_node,
+    stop_node,
+    trajectory_arrays,
+)
+from sensor_msgs.msg import Image, JointState
+
+from evo1_bringup.arm_config import ArmConfig
+from evo1_bringup.sim_arm import SimArmNode
+from evo1_policy.normalize import Normalizer
+from evo1_policy.policy import Evo1Policy
+
+pytestmark = pytest.mark.ros
+CONFIG = ArmConfig.from_yaml(SIM_YAML)
+
+
+@pytest.fixture
+def nodes_in(ros_context):
+    """Create test-process nodes in the test's own context."""
+    created = []
+
+    def make(kind, *args, **kwargs):
+        node = kind(*args, context=ros_context, **kwargs)
+        created.append(node)
+        return node
+
+    yield make
+    for node in created:
+        node.destroy_node()
+
+
+def _run_closed_loop(ros_context, ros_env, nodes_in, seconds, **overrides):
+    process = start_node(ros_env, **overrides)
+    sim = nodes_in(SimArmNode, CONFIG, node_name="test_sim_arm")
+    recorder = nodes_in(Recorder, CONFIG)
+    try:
+        recorder.instruct("touch the red block")
+        spin_for(ros_context, [sim, recorder], seconds)
+        alive = process.poll() is None
+    finally:
+        output = stop_node(process)
+    assert alive, "the policy node died:\n" + output[-3000:]
+    return recorder, sim, output
+
+
+@pytest.mark.slow
+def test_closed_loop_trajectories_are_safe_for_30_s(ros_context, ros_env, nodes_in) -> None:
+    recorder, sim, output = _run_closed_loop(ros_context, ros_env, nodes_in, 34.0, model__preset="evo1-tiny")
+    messages = [m for _, m in recorder.received.trajectories]
+    assert len(messages) > 20 * 25, f"only {len(messages)} trajectories in 34 s at 20 Hz:\n{output[-2000:]}"
+    checked = assert_safe_trajectories(messages, CONFIG)
+    assert checked > 10_000
+    assert sim.trajectories > 0.9 * len(messages)  # the simulated controller accepted them
+    assert len(recorder.received.chunks) >= 20
+    status = recorder.last_status()
+    assert status is not None and status.commanding and status.reason == ""
+
+
+@pytest.mark.slow
+def test_wild_model_outputs_stay_safe(ros_context, ros_env, nodes_in, tmp_path: Path) -> None:
+    """A checkpoint whose action range is three times the arm's: outputs fly past the limits."""
+    lower, upper = np.array(CONFIG.lower), np.array(CONFIG.upper)
+    mid, half = (lower + upper) / 2, (upper - lower) / 2
+    wild = Normalizer.from_limits(list(mid - 3 * half), list(mid + 3 * half))
+    policy = Evo1Policy.from_preset("evo1-tiny", 6, 6, device="cpu", seed=3, normalizer=wild)
+    checkpoint = policy.save(tmp_path / "wild")
+    # Past the limits by less than the tolerance: clamped and executed (the clamps are exercised).
+    recorder, _, output = _run_closed_loop(
+        ros_context, ros_env, nodes_in, 32.0, model__checkpoint=checkpoint, safety__out_of_range_tolerance=10.0
+    )
+    messages = [m for _, m in recorder.received.trajectories]
+    assert len(messages) > 20 * 25, output[-2000:]
+    assert_safe_trajectories(messages, CONFIG)
+    chunks = np.concatenate([np.array(c.data).reshape(c.horizon, c.action_dim) for _, c in recorder.received.chunks])
+    assert (chunks > upper + 0.5).any() or (chunks < lower - 0.5).any(), "the model was not wild"
+
+
+def test_wild_outputs_beyond_tolerance_are_dropped(ros_context, ros_env, nodes_in, tmp_path: Path) -> None:
+    lower, upper = np.array(CONFIG.lower), np.array(CONFIG.upper)
+    mid, half = (lower + upper) / 2, (upper - lower) / 2
+    wild = Normalizer.from_limits(list(mid - 3 * half), list(mid + 3 * half))
+    checkpoint = Evo1Policy.from_preset("evo1-tiny", 6, 6, device="cpu", seed=3, normalizer=wild).save(tmp_path / "w")
+    recorder, _, output = _run_closed_loop(ros_context, ros_env, nodes_in, 12.0, model__checkpoint=checkpoint)
+    status = recorder.last_status()
+    assert status is not None
+    assert any("beyond joint limits" in c for c in status.reject_causes), output[-2000:]
+    assert_safe_trajectories([m for _, m in recorder.received.trajectories], CONFIG)
+    assert all(len(m.points) == 1 for _, m in recorder.received.trajectories), "only holds may be commanded"
+
+
+def test_camera_stop_makes_the_node_hold(ros_context, ros_env, nodes_in) -> None:
+    process = start_node(ros_env, model__preset="evo1-tiny")
+    sim = nodes_in(SimArmNode, CONFIG, node_name="test_sim_arm")
+    recorder = nodes_in(Recorder, CONFIG)
+    try:
+        recorder.instruct("touch the red block")
+        commanding = spin_for(
+            ros_context, [sim, recorder], 40.0, until=lambda: len(recorder.received.trajectories) > 40
+        )
+        assert commanding, "the node never commanded:\n" + stop_node(process)[-2000:]
+        sim.cameras_enabled = False
+        spin_for(ros_context, [sim, recorder], 0.05)
+        stopped_at = sim.last_image_time
+        spin_for(ros_context, [sim, recorder], 2.0)
+        after = [(t, m) for t, m in recorder.received.trajectories if t > stopped_at]
+        holds = [(t, m) for t, m in after if len(m.points) == 1 and not any(m.points[0].velocities)]
+        assert holds, "no hold after the camera stopped"
+        hold_time = holds[0][0]
+        assert hold_time - stopped_at <= CONFIG.safety.camera_timeout + 0.1, (
+            f"hold after {hold_time - stopped_at:.3f} s"
+        )
+        assert [m for t, m in after if t > hold_time] == [], "commanded again while the camera was silent"
+        status = recorder.last_status()
+        assert status is not None and not status.commanding and "camera 'front' stale" in status.reason
+        # Fresh images: commanding resumes.
+        sim.cameras_enabled = True
+        count = len(recorder.received.trajectories)
+        assert spin_for(
+            ros_context, [sim, recorder], 10.0, until=lambda: len(recorder.received.trajectories) > count + 5
+        )
+    finally:
+        stop_node(process)
+
+
+def _image(encoding: str, width: int = 64, height: int = 48, channels: int = 3, short: int = 0) -> Image:
+    msg = Image(height=height, width=width, encoding=encoding, step=width * channels)
+    msg.data = bytes(height * width * channels - short)
+    return msg
+
+
+def test_bad_inputs_are_rejected_and_reported(ros_context, ros_env, nodes_in) -> None:
+    process = start_node(ros_env, model__preset="evo1-tiny")
+    recorder = nodes_in(Recorder, CONFIG)
+    publisher = nodes_in(_BadInputs)
+    try:
+        assert spin_for(ros_context, [recorder], 40.0, until=lambda: recorder.last_status() is not None)
+        recorder.instruct("   ")
+        for _ in range(10):
+            publisher.send()
+            spin_for(ros_context, [recorder, publisher], 0.2)
+        spin_for(ros_context, [recorder], 1.5)
+        assert process.poll() is None, "the node died on bad input"
+        status = recorder.last_status()
+        causes = " | ".join(status.reject_causes)
+        for expected in (
+            "empty instruction",
+            "camera 'front': encoding 'yuv422' unsupported",
+            "camera 'front': image data",
+            "joint_states lacks joints",
+            "joint_states has NaN/inf positions for ['joint3']",
+        ):
+            assert expected in causes, f"{expected!r} not in {causes!r}"
+        assert all(c > 0 for c in status.reject_counts)
+        assert not status.commanding and status.reason == "no instruction"
+        assert recorder.received.trajectories == [], "bad input led to a command"
+    finally:
+        output = stop_node(process)
+    assert "Traceback" not in output
+
+
+class _BadInputs(Node):
+    """Publishes malformed camera and joint-state messages."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__("bad_inputs", **kwargs)
+        self.images = self.create_publisher(Image, CONFIG.cameras.topics[0], qos_profile_sensor_data)
+        self.joints = self.create_publisher(JointState, CONFIG.topics.joint_states, qos_profile_sensor_data)
+
+    def send(self) -> None:
+        names = CONFIG.action_names
+        self.images.publish(_image("yuv422", channels=2))
+        self.images.publish(_image("rgb8", short=100))
+        self.joints.publish(JointState(name=["elbow", "wrist"], position=[0.0, 0.0]))  # unknown names
+        self.joints.publish(JointState(name=names[:3], position=[0.0] * 3))  # missing joints
+        nan = [0.0] * len(names)
+        nan[2] = math.nan
+        self.joints.publish(JointState(name=names, position=nan))
+
+
+def test_sigterm_holds_and_exits_within_2_s(ros_context, ros_env, nodes_in) -> None:
+    process = start_node(ros_env, model__preset="evo1-tiny")
+    sim = nodes_in(SimArmNode, CONFIG, node_name="test_sim_arm")
+    recorder = nodes_in(Recorder, CONFIG)
+    try:
+        recorder.instruct("touch the red block")
+        assert spin_for(ros_context, [sim, recorder], 40.0, until=lambda: len(recorder.received.trajectories) > 20)
+        signalled = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        exited = spin_for(ros_context, [sim, recorder], 2.0, until=lambda: process.poll() is not None)
+        elapsed = time.monotonic() - signalled
+        spin_for(ros_context, [sim, recorder], 0.3)
+    finally:
+        output = stop_node(process)
+    assert exited and process.returncode == 0, f"exit code {process.returncode} after {elapsed:.2f} s\n{output[-2000:]}"
+    assert elapsed < 2.0
+    last_time, last = recorder.received.trajectories[-1]
+    _, positions, velocities = trajectory_arrays(last)
+    assert last_time > signalled and len(positions) == 1 and not velocities.any(), "no hold on shutdown"
+
+
+def test_dry_run_publishes_chunks_but_never_trajectories(ros_context, ros_env, nodes_in) -> None:
+    process = start_node(ros_env, model__preset="evo1-tiny", safety__dry_run=True)
+    sim = nodes_in(SimArmNode, CONFIG, node_name="test_sim_arm")
+    recorder = nodes_in(Recorder, CONFIG)
+    try:
+        recorder.instruct("touch the red block")
+        assert spin_for(ros_context, [sim, recorder], 40.0, until=lambda: len(recorder.received.chunks) >= 3)
+        spin_for(ros_context, [sim, recorder], 1.5)
+    finally:
+        stop_node(process)
+    assert recorder.received.trajectories == []
+    status = recorder.last_status()
+    assert status.dry_run and status.reason == "dry_run" and not status.commanding
