@@ -7,9 +7,12 @@ while the model was running are skipped when the chunk arrives. The plan keeps t
 (the tail is a buffer if the next one is late); the next chunk is requested so that it arrives
 once `execute_steps` of the current one have run.
 
-Merging (for the ticks old and new plans share): "latest_only" takes the new chunk; "blend"
-crossfades from old to new over `blend_steps`; "rtc" additionally asks the model to steer the
-new chunk toward the committed old actions (guided denoising, Black et al. 2025), then blends.
+Merging: "latest_only" takes the new chunk as it is. "blend" splices: the executed path starts
+where the old plan is and the offset to the new chunk is worked off only with the slack between
+each step's own motion and the largest step inside the chunks (per joint), so a splice never
+makes a step larger than the chunks' own; a nearly static chunk falls back to a linear decay over
+`blend_steps`. "rtc" additionally asks the model to steer the new chunk toward the committed old
+actions (guided denoising, Black et al. 2025), then splices the same way.
 """
 
 from __future__ import annotations
@@ -106,15 +109,30 @@ class ChunkExecutor:
         self.steps_skipped += skip
         if len(new) == 0:
             return skip
-        if self.plan is not None and self.merge_mode in ("blend", "rtc") and self.blend_steps > 0:
-            old = self.upcoming(now_tick, len(new))
-            overlap = min(len(old), self.blend_steps)
-            if overlap:
-                weight_new = np.arange(1, overlap + 1)[:, None] / (overlap + 1)
-                new = new.copy()
-                new[:overlap] = (1 - weight_new) * old[:overlap] + weight_new * new[:overlap]
+        if self.plan is not None and self.merge_mode in ("blend", "rtc"):
+            anchor = self.upcoming(now_tick - 1, 1)  # the action commanded for now_tick
+            if len(anchor):
+                new = self._splice(anchor[0], chunk[max(skip - 1, 0)] if skip else None, new, self.plan)
         self.plan = new
         self.plan_start = first_future
         self.chunk_start = observation_tick + 1
         self.chunks_merged += 1
         return skip
+
+    def _splice(self, anchor: np.ndarray, new_now: np.ndarray | None, new: np.ndarray, old: np.ndarray) -> np.ndarray:
+        """The new actions shifted by a residual that starts at (anchor - new chunk's action for
+        now) and shrinks by at most the per-step slack, so |step| <= the chunks' largest step."""
+        if new_now is None:  # the chunk starts at the next tick: extrapolate its action for now
+            new_now = new[0] - (new[1] - new[0]) if len(new) > 1 else new[0]
+        path = np.vstack([new_now[None, :], new])
+        steps = np.abs(np.diff(path, axis=0))
+        largest = np.maximum(steps.max(axis=0), np.abs(np.diff(old, axis=0)).max(axis=0) if len(old) > 1 else 0.0)
+        static = largest < 1e-6
+        floor = np.abs(anchor - new_now) / (self.blend_steps + 1) if self.blend_steps else np.abs(anchor - new_now)
+        residual = anchor - new_now
+        out = np.empty_like(new)
+        for i, step in enumerate(steps):
+            allowance = np.where(static, floor, np.maximum(largest - step, 0.0))
+            residual = residual - np.clip(residual, -allowance, allowance)
+            out[i] = new[i] + residual
+        return out

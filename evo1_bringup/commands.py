@@ -34,6 +34,19 @@ def cmd_instruct(args: argparse.Namespace) -> int:
     return instruct(args.text, args.namespace, args.topic, args.wait)
 
 
+def cmd_bench_node(args: argparse.Namespace) -> int:
+    from .bench_node import bench_node, format_bench_node
+
+    height, width = (int(v) for v in args.size.split("x")[::-1])
+    result = bench_node(args.arm_config, args.checkpoint, args.cameras, (height, width), args.duration)
+    print(format_bench_node(result))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+        print(f"wrote {args.json}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction, handlers: dict[str, Handler]) -> None:
     p = sub.add_parser("bringup", help="start the policy node (and simulated arm) like arm.launch.py")
     for arg in LAUNCH_ARGUMENTS:
@@ -48,3 +61,12 @@ def register(sub: argparse._SubParsersAction, handlers: dict[str, Handler]) -> N
     p.add_argument("--topic", default="instruction")
     p.add_argument("--wait", type=float, default=10.0, help="seconds to wait for a policy node to listen")
     handlers["instruct"] = cmd_instruct
+
+    p = sub.add_parser("bench-node", help="the policy node's own overhead and latency, measured over DDS")
+    p.add_argument("--arm-config", default="sim_arm")
+    p.add_argument("--checkpoint", default="", help="default: the untrained evo1-tiny preset")
+    p.add_argument("--cameras", type=int, default=1)
+    p.add_argument("--size", default="640x480", help="camera image WIDTHxHEIGHT")
+    p.add_argument("--duration", type=float, default=20.0)
+    p.add_argument("--json", metavar="FILE")
+    handlers["bench-node"] = cmd_bench_node

@@ -66,3 +66,18 @@ def ros_context(ros_domain: int) -> Iterator[object]:
         yield context
     finally:
         context.try_shutdown()
+
+
+@pytest.fixture
+def nodes_in(ros_context):
+    """Create test-process nodes in the test's own context."""
+    created = []
+
+    def make(kind, *args, **kwargs):
+        node = kind(*args, context=ros_context, **kwargs)
+        created.append(node)
+        return node
+
+    yield make
+    for node in created:
+        node.destroy_node()

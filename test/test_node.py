@@ -31,21 +31,6 @@ pytestmark = pytest.mark.ros
 CONFIG = ArmConfig.from_yaml(SIM_YAML)
 
 
-@pytest.fixture
-def nodes_in(ros_context):
-    """Create test-process nodes in the test's own context."""
-    created = []
-
-    def make(kind, *args, **kwargs):
-        node = kind(*args, context=ros_context, **kwargs)
-        created.append(node)
-        return node
-
-    yield make
-    for node in created:
-        node.destroy_node()
-
-
 def _run_closed_loop(ros_context, ros_env, nodes_in, seconds, **overrides):
     process = start_node(ros_env, **overrides)
     sim = nodes_in(SimArmNode, CONFIG, node_name="test_sim_arm")
