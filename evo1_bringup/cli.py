@@ -46,6 +46,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    import torch
+
+    from evo1_policy.checkpoint import load_checkpoint, save_checkpoint
+    from evo1_policy.config import preset
+
+    model, normalizer, tokenizer, report = load_checkpoint(
+        args.source, args.allow_partial, args.tokenizer, args.arm, preset(args.base_preset)
+    )
+    print(report.summary())
+    dtype = torch.bfloat16 if args.bf16 else None
+    save_checkpoint(args.destination, model, normalizer, tokenizer, {"converted_from": str(args.source)}, dtype=dtype)
+    print(f"wrote {args.destination} (config.json, model.safetensors, norm_stats.json, tokenizer.json)")
+    return 0
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     parser = argparse.ArgumentParser(prog="evo1", description="Evo-1 vision-language-action policy on ROS 2 arms.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -72,6 +88,20 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     )
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     handlers["bench"] = cmd_bench
+
+    p = sub.add_parser("convert", help="any supported checkpoint (reference, LeRobot, ours) -> our safetensors folder")
+    p.add_argument("source")
+    p.add_argument("destination")
+    p.add_argument("--tokenizer", help="tokenizer folder (default: the checkpoint's, else the bundled Qwen2 one)")
+    p.add_argument("--arm", help="entry of a multi-arm norm_stats.json")
+    p.add_argument("--allow-partial", action="store_true", help="accept missing/unexpected weights (reported)")
+    p.add_argument("--bf16", action="store_true", help="store the weights in bfloat16 (half the size)")
+    p.add_argument(
+        "--base-preset",
+        default="evo1-0.77b",
+        help="sizes the weights cannot tell (attention heads) for foreign formats",
+    )
+    handlers["convert"] = cmd_convert
 
     from evo1_bringup import commands
 

@@ -272,8 +272,10 @@ def load_reference_checkpoint(
     except Exception as error:  # noqa: BLE001 - any unpickling refusal is reported the same way
         raise CheckpointError(
             f"{path} cannot be read safely (torch.load weights_only=True refused it: {str(error).splitlines()[0]}); "
-            "it may hold arbitrary Python objects. Convert it once, in an environment you trust, with "
-            "`evo1 convert`, or export its state dict to safetensors."
+            "it may hold arbitrary Python objects. Only if you trust its source: load it yourself with "
+            "weights_only=False, save its 'module' state dict with safetensors.torch.save_file as "
+            "model.safetensors beside norm_stats.json, and load that folder (LeRobot-style names are not "
+            "needed: reference names are mapped either way)."
         ) from None
     state = blob
     if isinstance(blob, dict):

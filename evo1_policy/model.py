@@ -11,6 +11,8 @@ dx/dt = v(x_t, t) with Euler steps from t = 0 to 1.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -48,6 +50,18 @@ class Guidance:
     target: torch.Tensor
     weights: torch.Tensor
     max_weight: float = 10.0
+
+
+@contextlib.contextmanager
+def building_in(dtype: torch.dtype | None) -> Iterator[None]:
+    """Create parameters directly in `dtype` (a bf16 model never exists in fp32 first)."""
+    previous = torch.get_default_dtype()
+    if dtype is not None:
+        torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
 
 
 class Evo1Model(nn.Module):
@@ -101,21 +115,25 @@ class Evo1Model(nn.Module):
         generator: torch.Generator | None = None,
         guidance: Guidance | None = None,
         kv: KeyValues | None = None,
+        reuse_prefix: bool = True,
     ) -> torch.Tensor:
         """Sample a chunk (B, horizon, max_action_dim) in normalised space.
 
-        The prefix (VLM + state token + per-block keys/values) is computed once, or passed in.
+        The prefix (VLM + state token + per-block keys/values) is computed once, or passed in;
+        reuse_prefix=False recomputes it at every step instead (same result, for comparison).
         """
         steps = steps or self.config.num_inference_steps
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
-        kv = kv if kv is not None else self.encode_prefix(inputs)
+        kv = kv if kv is not None or not reuse_prefix else self.encode_prefix(inputs)
         batch = inputs.action_mask.shape[0]
         shape = (batch, self.config.horizon, self.config.max_action_dim)
         mask = inputs.action_mask[:, None, :].expand(shape).to(torch.float32)
         x = (torch.rand(shape, generator=generator, device=self.device) * 2 - 1) * mask
         dt = 1.0 / steps
         for i in range(steps):
+            if not reuse_prefix:
+                kv = self.encode_prefix(inputs)
             t = torch.full((batch,), i / steps, device=self.device)
             if guidance is None:
                 velocity = self.action_head.velocity(x * mask, t, kv).float()

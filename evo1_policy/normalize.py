@@ -118,19 +118,17 @@ class Normalizer:
 
     def to_model_actions(self, actions: np.ndarray, state: np.ndarray) -> np.ndarray:
         """Robot-unit absolute actions (..., H, A) and state (..., S) -> the space stats describe."""
-        if self.action_space == "absolute":
-            return actions
-        out = np.array(actions, dtype=np.float64, copy=True)
-        dims = self._delta_dims()
-        out[..., dims] -= np.asarray(state)[..., None, : self.action_dim][..., dims]
-        return out
+        return self._shift_by_state(actions, state, -1.0)
 
     def from_model_actions(self, actions: np.ndarray, state: np.ndarray) -> np.ndarray:
+        return self._shift_by_state(actions, state, +1.0)
+
+    def _shift_by_state(self, actions: np.ndarray, state: np.ndarray, sign: float) -> np.ndarray:
         if self.action_space == "absolute":
             return actions
         out = np.array(actions, dtype=np.float64, copy=True)
         dims = self._delta_dims()
-        out[..., dims] += np.asarray(state)[..., None, : self.action_dim][..., dims]
+        out[..., dims] += sign * np.asarray(state)[..., None, : self.action_dim][..., dims]
         return out
 
     def normalize(self, x: np.ndarray, which: str) -> np.ndarray:

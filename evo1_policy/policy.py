@@ -19,7 +19,7 @@ import torch
 
 from .checkpoint import LoadReport, load_checkpoint, save_checkpoint
 from .config import Evo1Config, preset
-from .model import Evo1Model, Guidance
+from .model import Evo1Model, Guidance, building_in
 from .normalize import Normalizer
 from .processor import Observation, Processor
 from .tokenizer import PromptTokenizer
@@ -113,7 +113,10 @@ class Evo1Policy:
         dev = resolve_device(device)
         normalizer = normalizer or Normalizer.identity(state_dim, action_dim)
         processor = Processor(config, PromptTokenizer.from_dir(), normalizer)
-        return cls(Evo1Model(config), processor, dev, resolve_dtype(dtype, dev), **kwargs)
+        torch_dtype = resolve_dtype(dtype, dev)
+        with building_in(torch_dtype):
+            model = Evo1Model(config)
+        return cls(model, processor, dev, torch_dtype, **kwargs)
 
     def save(self, folder: str | Path, metadata: dict[str, str] | None = None) -> Path:
         return save_checkpoint(folder, self.model, self.processor.normalizer, self.processor.tokenizer, metadata)
@@ -142,10 +145,9 @@ class Evo1Policy:
             kv = self.model.encode_prefix(inputs) if self.use_prefix_cache else None
             self._sync()
             encoded = time.perf_counter()
-            if kv is None:
-                actions = self._sample_without_cache(inputs, steps, generator, model_guidance)
-            else:
-                actions = self.model.sample_actions(inputs, steps, generator, model_guidance, kv=kv)
+            actions = self.model.sample_actions(
+                inputs, steps, generator, model_guidance, kv=kv, reuse_prefix=self.use_prefix_cache
+            )
         self._sync()
         sampled = time.perf_counter()
         chunks = self.processor.robot_actions(actions, states)
@@ -171,25 +173,6 @@ class Evo1Policy:
         """One observation -> one chunk (horizon, action_dim). A None image is a missing view."""
         observation = Observation(list(images), np.asarray(state), instruction)
         return self.predict_chunks([observation], steps, seed, None if guidance is None else [guidance])[0]
-
-    def _sample_without_cache(self, inputs, steps, generator, guidance) -> torch.Tensor:
-        """The same Euler sampler with the prefix recomputed at every step (a reference for the
-        cache and for benchmarks); noise is drawn exactly as sample_actions draws it."""
-        model = self.model
-        steps = steps or model.config.num_inference_steps
-        batch = inputs.action_mask.shape[0]
-        shape = (batch, model.config.horizon, model.config.max_action_dim)
-        mask = inputs.action_mask[:, None, :].expand(shape).to(torch.float32)
-        x = (torch.rand(shape, generator=generator, device=self.device) * 2 - 1) * mask
-        for i in range(steps):
-            kv = model.encode_prefix(inputs)
-            t = torch.full((batch,), i / steps, device=self.device)
-            if guidance is None:
-                velocity = model.action_head.velocity(x * mask, t, kv).float()
-            else:
-                velocity = model._guided_velocity(x * mask, t, kv, guidance, mask)
-            x = x + velocity / steps
-        return x * mask
 
     def _guidance(self, guidance: Sequence[ChunkGuidance | None], states: np.ndarray) -> Guidance:
         horizon, width = self.config.horizon, self.config.max_action_dim

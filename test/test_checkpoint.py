@@ -222,3 +222,19 @@ def test_fresh_model_from_internvl_hf_folder(tmp_path: Path) -> None:
             assert torch.equal(model.state_dict()[key], value), key
     with pytest.raises(CheckpointError, match="hidden size"):
         from_internvl_hf(folder, preset("evo1-0.77b"))
+
+
+def test_evo1_convert_writes_our_format(tmp_path: Path) -> None:
+    from evo1_bringup.cli import main
+
+    torch.manual_seed(6)
+    model = Evo1Model(preset("evo1-tiny"))
+    source = tmp_path / "step_final"
+    source.mkdir()
+    torch.save({"module": to_reference_names(model.state_dict())}, source / "mp_rank_00_model_states.pt")
+    _fitted_normalizer().save(source)
+    assert main(["convert", str(source), str(tmp_path / "ours"), "--base-preset", "evo1-tiny"]) == 0
+    loaded, _, _, report = load_checkpoint(tmp_path / "ours")
+    assert not report.missing and not report.unexpected
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key

@@ -31,10 +31,17 @@ pytestmark = pytest.mark.ros
 CONFIG = ArmConfig.from_yaml(SIM_YAML)
 
 
-def _run_closed_loop(ros_context, ros_env, nodes_in, seconds, **overrides):
+def _node_sim_recorder(ros_env, nodes_in, **overrides):
+    """The policy node in its own process (tiny model unless a checkpoint is given), and here a
+    simulated arm and a recorder."""
+    if "model__checkpoint" not in overrides:
+        overrides.setdefault("model__preset", "evo1-tiny")
     process = start_node(ros_env, **overrides)
-    sim = nodes_in(SimArmNode, CONFIG, node_name="test_sim_arm")
-    recorder = nodes_in(Recorder, CONFIG)
+    return process, nodes_in(SimArmNode, CONFIG, node_name="test_sim_arm"), nodes_in(Recorder, CONFIG)
+
+
+def _run_closed_loop(ros_context, ros_env, nodes_in, seconds, **overrides):
+    process, sim, recorder = _node_sim_recorder(ros_env, nodes_in, **overrides)
     try:
         recorder.instruct("touch the red block")
         spin_for(ros_context, [sim, recorder], seconds)
@@ -47,7 +54,7 @@ def _run_closed_loop(ros_context, ros_env, nodes_in, seconds, **overrides):
 
 @pytest.mark.slow
 def test_closed_loop_trajectories_are_safe_for_30_s(ros_context, ros_env, nodes_in) -> None:
-    recorder, sim, output = _run_closed_loop(ros_context, ros_env, nodes_in, 34.0, model__preset="evo1-tiny")
+    recorder, sim, output = _run_closed_loop(ros_context, ros_env, nodes_in, 34.0)
     messages = [m for _, m in recorder.received.trajectories]
     assert len(messages) > 20 * 25, f"only {len(messages)} trajectories in 34 s at 20 Hz:\n{output[-2000:]}"
     checked = assert_safe_trajectories(messages, CONFIG)
@@ -91,9 +98,7 @@ def test_wild_outputs_beyond_tolerance_are_dropped(ros_context, ros_env, nodes_i
 
 
 def test_camera_stop_makes_the_node_hold(ros_context, ros_env, nodes_in) -> None:
-    process = start_node(ros_env, model__preset="evo1-tiny")
-    sim = nodes_in(SimArmNode, CONFIG, node_name="test_sim_arm")
-    recorder = nodes_in(Recorder, CONFIG)
+    process, sim, recorder = _node_sim_recorder(ros_env, nodes_in)
     try:
         recorder.instruct("touch the red block")
         commanding = spin_for(
@@ -180,9 +185,7 @@ class _BadInputs(Node):
 
 
 def test_sigterm_holds_and_exits_within_2_s(ros_context, ros_env, nodes_in) -> None:
-    process = start_node(ros_env, model__preset="evo1-tiny")
-    sim = nodes_in(SimArmNode, CONFIG, node_name="test_sim_arm")
-    recorder = nodes_in(Recorder, CONFIG)
+    process, sim, recorder = _node_sim_recorder(ros_env, nodes_in)
     try:
         recorder.instruct("touch the red block")
         assert spin_for(ros_context, [sim, recorder], 40.0, until=lambda: len(recorder.received.trajectories) > 20)
@@ -201,9 +204,7 @@ def test_sigterm_holds_and_exits_within_2_s(ros_context, ros_env, nodes_in) -> N
 
 
 def test_dry_run_publishes_chunks_but_never_trajectories(ros_context, ros_env, nodes_in) -> None:
-    process = start_node(ros_env, model__preset="evo1-tiny", safety__dry_run=True)
-    sim = nodes_in(SimArmNode, CONFIG, node_name="test_sim_arm")
-    recorder = nodes_in(Recorder, CONFIG)
+    process, sim, recorder = _node_sim_recorder(ros_env, nodes_in, safety__dry_run=True)
     try:
         recorder.instruct("touch the red block")
         assert spin_for(ros_context, [sim, recorder], 40.0, until=lambda: len(recorder.received.chunks) >= 3)
