@@ -214,3 +214,61 @@ def test_dry_run_publishes_chunks_but_never_trajectories(ros_context, ros_env, n
     assert recorder.received.trajectories == []
     status = recorder.last_status()
     assert status.dry_run and status.reason == "dry_run" and not status.commanding
+
+
+def test_deactivate_holds_and_activate_resumes(ros_context, ros_env, nodes_in) -> None:
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+
+    process, sim, recorder = _node_sim_recorder(ros_env, nodes_in)
+    client = recorder.create_client(ChangeState, "evo1_policy_node/change_state")
+    try:
+        recorder.instruct("touch the red block")
+        assert spin_for(ros_context, [sim, recorder], 40.0, until=lambda: len(recorder.received.trajectories) > 20)
+        future = client.call_async(ChangeState.Request(transition=Transition(id=Transition.TRANSITION_DEACTIVATE)))
+        assert spin_for(ros_context, [sim, recorder], 5.0, until=future.done) and future.result().success
+        deactivated = time.monotonic()
+        spin_for(ros_context, [sim, recorder], 1.5)
+        after = [m for t, m in recorder.received.trajectories if t >= deactivated - 0.2]
+        holds = [m for m in after if len(m.points) == 1 and not any(m.points[0].velocities)]
+        assert holds, "no hold on deactivate"
+        late = [m for t, m in recorder.received.trajectories if t > deactivated + 0.3]
+        assert late == [], "commanded while inactive"
+        assert recorder.last_status().lifecycle_label == "inactive"
+        future = client.call_async(ChangeState.Request(transition=Transition(id=Transition.TRANSITION_ACTIVATE)))
+        assert spin_for(ros_context, [sim, recorder], 5.0, until=future.done) and future.result().success
+        count = len(recorder.received.trajectories)
+        assert spin_for(
+            ros_context, [sim, recorder], 10.0, until=lambda: len(recorder.received.trajectories) > count + 5
+        )
+    finally:
+        stop_node(process)
+
+
+def test_the_safety_checker_catches_violations() -> None:
+    """assert_safe_trajectories is what the long runs rely on: it must fail on unsafe commands."""
+    from builtin_interfaces.msg import Duration
+    from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+    def message(rows, velocities=None):
+        msg = JointTrajectory(joint_names=CONFIG.trajectory_names)
+        for i, row in enumerate(rows):
+            v = velocities[i] if velocities else [0.0] * len(row)
+            msg.points.append(
+                JointTrajectoryPoint(
+                    positions=row, velocities=v, time_from_start=Duration(nanosec=50_000_000 * (i + 1))
+                )
+            )
+        return msg
+
+    zero = [0.0] * 6
+    assert_safe_trajectories([message([zero, zero])], CONFIG)
+    step = CONFIG.max_velocity[0] / CONFIG.control.rate_hz
+    for bad in (
+        [message([zero, [step * 1.5, *zero[1:]]])],  # too fast within a message
+        [message([zero]), message([[step * 1.5, *zero[1:]]])],  # too fast between messages
+        [message([[CONFIG.upper[0] + 0.01, *zero[1:]]])],  # beyond a limit
+        [message([zero, zero], velocities=[zero, [0.01, *zero[1:]]])],  # last point not at rest
+    ):
+        with pytest.raises(AssertionError):
+            assert_safe_trajectories(bad, CONFIG)
