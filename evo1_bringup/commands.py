@@ -47,6 +47,32 @@ def cmd_bench_node(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from evo1_policy.train import TrainConfig, Trainer
+
+    path, overrides = args.config, list(args.overrides)
+    if path and "=" in path and not path.endswith((".yaml", ".yml")):  # no file, only overrides
+        path, overrides = None, [path, *overrides]
+    config = TrainConfig.load(path, overrides)
+    final = Trainer(config).run(resume=args.resume)
+    print(f"evo1 train: done; deploy with: evo1 bringup --checkpoint {final}")
+    return 0
+
+
+def cmd_bag2dataset(args: argparse.Namespace) -> int:
+    from evo1_policy.data.lerobot import write_lerobot
+    from evo1_policy.data.rosbag import BagSpec, read_bag
+
+    from .arm_config import ArmConfig
+    from .paths import config_path
+
+    spec = BagSpec.from_arm_config(ArmConfig.from_yaml(config_path(args.arm_config)))
+    episodes = [read_bag(bag, spec, args.instruction, i) for i, bag in enumerate(args.bags)]
+    root = write_lerobot(args.out, episodes, args.format, args.lossless, args.robot_type)
+    print(f"evo1 bag2dataset: {len(episodes)} episodes, {sum(e.length for e in episodes)} frames -> {root}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction, handlers: dict[str, Handler]) -> None:
     p = sub.add_parser("bringup", help="start the policy node (and simulated arm) like arm.launch.py")
     for arg in LAUNCH_ARGUMENTS:
@@ -70,3 +96,19 @@ def register(sub: argparse._SubParsersAction, handlers: dict[str, Handler]) -> N
     p.add_argument("--duration", type=float, default=20.0)
     p.add_argument("--json", metavar="FILE")
     handlers["bench-node"] = cmd_bench_node
+
+    p = sub.add_parser("train", help="two-stage training from bags and LeRobot datasets")
+    p.add_argument("config", nargs="?", help="training YAML (see config/train_sim.yaml)")
+    p.add_argument("overrides", nargs="*", help="key=value, e.g. train.stage1_steps=200 output=runs/x")
+    p.add_argument("--resume", help="a checkpoint folder with training_state.pt")
+    handlers["train"] = cmd_train
+
+    p = sub.add_parser("bag2dataset", help="ROS 2 bags -> a LeRobot dataset (v3.0 by default)")
+    p.add_argument("bags", nargs="+")
+    p.add_argument("--out", required=True)
+    p.add_argument("--arm-config", default="sim_arm", help="topics, joints and control rate of the bags")
+    p.add_argument("--instruction", help="for bags without an instruction topic")
+    p.add_argument("--format", default="v3.0", choices=["v3.0", "v2.1"])
+    p.add_argument("--lossless", action="store_true", help="lossless RGB video (exact pixels, larger files)")
+    p.add_argument("--robot-type", default="")
+    handlers["bag2dataset"] = cmd_bag2dataset

@@ -33,6 +33,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from evo1_msgs.msg import ActionChunk, PolicyStatus
 from evo1_msgs.srv import Reset
 from evo1_policy.images import SUPPORTED_ENCODINGS, ImageError, decode_compressed_msg, decode_image_msg
+from evo1_policy.joints import JointStateError, joint_positions
 from evo1_policy.normalize import Normalizer
 from evo1_policy.policy import Evo1Policy
 
@@ -135,6 +136,11 @@ class PolicyNode(LifecycleNode):
                 raise ValueError(
                     f"checkpoint has {policy.state_dim} state / {policy.action_dim} action dims but the arm config "
                     f"names {len(config.action_names)} ({config.action_names})"
+                )
+            if config.control.execute_steps > policy.config.horizon:
+                raise ValueError(
+                    f"control.execute_steps {config.control.execute_steps} exceeds the model's horizon "
+                    f"{policy.config.horizon}"
                 )
             if len(config.cameras.names) > policy.config.max_views:
                 raise ValueError(f"{len(config.cameras.names)} cameras but the model takes {policy.config.max_views}")
@@ -282,19 +288,10 @@ class PolicyNode(LifecycleNode):
             self._camera_msgs[index] = Stamped(msg, time.monotonic(), self._stamp(msg))
 
     def _on_joint_state(self, msg: JointState) -> None:
-        names = self.config.action_names
-        index = {n: i for i, n in enumerate(msg.name)}
-        missing = [n for n in names if n not in index]
-        if missing:
-            self._reject(f"joint_states lacks joints {missing}")
-            return
-        if len(msg.position) != len(msg.name):
-            self._reject(f"joint_states has {len(msg.name)} names but {len(msg.position)} positions")
-            return
-        positions = np.array([msg.position[index[n]] for n in names], dtype=np.float64)
-        if not np.isfinite(positions).all():
-            bad = [n for n, p in zip(names, positions, strict=True) if not math.isfinite(p)]
-            self._reject(f"joint_states has NaN/inf positions for {bad}")
+        try:
+            positions = joint_positions(msg.name, msg.position, self.config.action_names)
+        except JointStateError as error:
+            self._reject(str(error))
             return
         with self._lock:
             self._joints = Stamped(positions, time.monotonic(), self._stamp(msg))

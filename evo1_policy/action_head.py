@@ -85,33 +85,47 @@ class KeyValues:
 
 
 class CrossAttention(nn.Module):
-    """Multi-head attention from action queries to the memory, with a fused in-projection laid
-    out like torch.nn.MultiheadAttention (q | k | v rows) so reference weights load as they are."""
+    """Multi-head attention from action queries to the memory. With equal widths the in-projection
+    is fused and laid out like torch.nn.MultiheadAttention's (q | k | v rows), so reference weights
+    load as they are; a narrower memory gets separate q/k/v weights (MultiheadAttention's kdim/vdim)."""
 
-    def __init__(self, width: int, num_heads: int, dropout: float):
+    def __init__(self, width: int, memory_width: int, num_heads: int, dropout: float):
         super().__init__()
         self.num_heads = num_heads
         self.dropout = dropout
-        self.in_proj_weight = nn.Parameter(torch.empty(3 * width, width))
+        self.fused = width == memory_width
+        if self.fused:
+            self.in_proj_weight = nn.Parameter(torch.empty(3 * width, width))
+            nn.init.xavier_uniform_(self.in_proj_weight)
+        else:
+            self.q_proj_weight = nn.Parameter(torch.empty(width, width))
+            self.k_proj_weight = nn.Parameter(torch.empty(width, memory_width))
+            self.v_proj_weight = nn.Parameter(torch.empty(width, memory_width))
+            for weight in (self.q_proj_weight, self.k_proj_weight, self.v_proj_weight):
+                nn.init.xavier_uniform_(weight)
         self.in_proj_bias = nn.Parameter(torch.zeros(3 * width))
         self.out_proj = nn.Linear(width, width)
-        nn.init.xavier_uniform_(self.in_proj_weight)
         nn.init.zeros_(self.out_proj.bias)
+
+    def _weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self.fused:
+            return self.in_proj_weight.chunk(3)
+        return self.q_proj_weight, self.k_proj_weight, self.v_proj_weight
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         batch, length, width = x.shape
         return x.view(batch, length, self.num_heads, width // self.num_heads).transpose(1, 2)
 
     def project_memory(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        _, w_k, w_v = self.in_proj_weight.chunk(3)
+        _, w_k, w_v = self._weights()
         _, b_k, b_v = self.in_proj_bias.chunk(3)
         return self._heads(F.linear(memory, w_k, b_k)), self._heads(F.linear(memory, w_v, b_v))
 
     def forward(
         self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None
     ) -> torch.Tensor:
-        w_q = self.in_proj_weight[: queries.shape[-1]]
-        b_q = self.in_proj_bias[: queries.shape[-1]]
+        w_q = self._weights()[0]
+        b_q = self.in_proj_bias.chunk(3)[0]
         q = self._heads(F.linear(queries, w_q, b_q))
         dropout = self.dropout if self.training else 0.0
         out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, dropout_p=dropout)
@@ -120,9 +134,9 @@ class CrossAttention(nn.Module):
 
 
 class CrossBlock(nn.Module):
-    def __init__(self, width: int, num_heads: int, ffn_size: int, dropout: float):
+    def __init__(self, width: int, memory_width: int, num_heads: int, ffn_size: int, dropout: float):
         super().__init__()
-        self.attn = CrossAttention(width, num_heads, dropout)
+        self.attn = CrossAttention(width, memory_width, num_heads, dropout)
         self.norm1 = nn.LayerNorm(width)
         self.norm2 = nn.LayerNorm(width)
         self.ff = nn.Sequential(nn.Linear(width, ffn_size), nn.GELU(), nn.Linear(ffn_size, width))
@@ -143,10 +157,11 @@ class ActionHead(nn.Module):
         self.horizon = config.horizon
         self.action_dim = config.max_action_dim
         self.time_pos_enc = SinusoidalTable(head.time_table, width)
-        self.state_encoder = MLP(config.max_state_dim, head.state_hidden, width)
+        self.state_encoder = MLP(config.max_state_dim, head.state_hidden, config.memory_width)
         self.action_encoder = ActionEncoder(config.max_action_dim, width, config.horizon)
         self.transformer_blocks = nn.ModuleList(
-            CrossBlock(width, head.num_heads, head.ffn_size, head.dropout) for _ in range(head.num_layers)
+            CrossBlock(width, config.memory_width, head.num_heads, head.ffn_size, head.dropout)
+            for _ in range(head.num_layers)
         )
         self.norm_out = nn.LayerNorm(width)
         self.seq_pool_proj = nn.Linear(config.horizon * width, width)

@@ -246,6 +246,7 @@ def _config_from_shapes(state: dict[str, torch.Tensor], base: Evo1Config) -> Evo
     config.head.num_layers = count(r"action_head\.transformer_blocks\.(\d+)\.") or config.head.num_layers
     if "action_head.seq_pool_proj.weight" in state:
         width = state["action_head.seq_pool_proj.weight"].shape[0]
+        config.head.width = 0 if width == config.text.hidden_size else width
         config.horizon = state["action_head.seq_pool_proj.weight"].shape[1] // width
         config.max_action_dim = state["action_head.action_encoder.W1.weight"].shape[1]
         config.max_state_dim = state["action_head.state_encoder.fc1.weight"].shape[1]

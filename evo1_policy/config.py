@@ -47,6 +47,7 @@ class TextConfig:
 
 @dataclass
 class HeadConfig:
+    width: int = 0  # 0: the language model's hidden size (Evo-1: 896); keys/values are projected from it
     num_layers: int = 8
     num_heads: int = 8
     ffn_size: int = 3584
@@ -86,7 +87,12 @@ class Evo1Config:
 
     @property
     def width(self) -> int:
-        """Width of the action head: the language model's hidden size (its memory's width)."""
+        """Width of the action head (its action tokens and pooled vector)."""
+        return self.head.width or self.text.hidden_size
+
+    @property
+    def memory_width(self) -> int:
+        """Width of what the head attends to: the VLM's hidden states and the state token."""
         return self.text.hidden_size
 
     def validate(self) -> None:
@@ -101,8 +107,8 @@ class Evo1Config:
             problems.append("text hidden_size must divide by num_heads, and num_heads by num_kv_heads")
         if (t.hidden_size // t.num_heads) % 2:
             problems.append("text head dimension must be even (rotary embeddings)")
-        if t.hidden_size % h.num_heads:
-            problems.append(f"head width {t.hidden_size} must divide by head num_heads {h.num_heads}")
+        if self.width % h.num_heads:
+            problems.append(f"head width {self.width} must divide by head num_heads {h.num_heads}")
         if not 1 <= self.max_views <= 3:
             problems.append(f"max_views must be 1..3, got {self.max_views}")
         if self.num_inference_steps < 1:
@@ -153,7 +159,11 @@ def _tiny() -> Evo1Config:
             hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128, patch_size=14, image_size=224
         ),
         text=TextConfig(hidden_size=48, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128),
-        head=HeadConfig(num_layers=2, num_heads=4, ffn_size=192, mlp_hidden=128, state_hidden=64, dropout=0.0),
+        # The head pools a chunk into one width-sized vector: 128 carries 16 steps x 8 dims.
+        head=HeadConfig(
+            width=128, num_layers=2, num_heads=4, ffn_size=256, mlp_hidden=256, state_hidden=64, dropout=0.0
+        ),
+        horizon=16,
         num_inference_steps=10,
     )
 

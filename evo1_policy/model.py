@@ -91,21 +91,44 @@ class Evo1Model(nn.Module):
         head_mask = None if self.config.head_attends_padding else attention
         return self.action_head.memory_keys_values(hidden, head_mask, inputs.state)
 
+    def draw_noise_and_time(
+        self, shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device | str = "cpu"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flow-matching noise U[-1, 1] of `shape` (B, horizon, dims) and times t (B,) from the recipe's Beta."""
+        noise = torch.rand(shape, generator=generator, device=device) * 2 - 1
+        t = sample_beta(*self.config.time_beta, shape[0], generator, device).clamp(*self.config.time_clamp)
+        return noise, t
+
     def compute_loss(
-        self, inputs: ModelInputs, actions: torch.Tensor, generator: torch.Generator | None = None
+        self,
+        inputs: ModelInputs,
+        actions: torch.Tensor,
+        generator: torch.Generator | None = None,
+        noise_and_time: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """Masked flow-matching MSE, rescaled by numel / sum(mask); actions (B, horizon, max_action_dim)."""
-        batch = actions.shape[0]
+        """Masked flow-matching MSE, rescaled by numel / sum(mask); actions (B, horizon, max_action_dim).
+
+        noise_and_time: given draws (distributed training slices one global draw per rank)."""
         mask = inputs.action_mask[:, None, :].expand_as(actions).to(actions.dtype)
         actions = actions * mask  # padded dims carry nothing into x_t, whatever the caller put there
-        noise = (torch.rand(actions.shape, generator=generator, device=actions.device) * 2 - 1) * mask
-        t = sample_beta(*self.config.time_beta, batch, generator, actions.device).clamp(*self.config.time_clamp)
+        noise, t = noise_and_time or self.draw_noise_and_time(tuple(actions.shape), generator, actions.device)
+        noise = noise.to(actions) * mask
+        t = t.to(actions.device)
         noisy = (1 - t[:, None, None]) * noise + t[:, None, None] * actions
         target = actions - noise
         kv = self.encode_prefix(inputs)
         predicted = self.action_head.velocity(noisy, t, kv).float()
         squared = ((predicted - target.float()) * mask) ** 2
         return squared.mean() * (mask.numel() / (mask.sum() + 1e-8))
+
+    def forward(
+        self,
+        inputs: ModelInputs,
+        actions: torch.Tensor,
+        noise_and_time: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """The training loss (so DistributedDataParallel can wrap the model)."""
+        return self.compute_loss(inputs, actions, noise_and_time=noise_and_time)
 
     @torch.no_grad()
     def sample_actions(

@@ -24,10 +24,12 @@ def motion(ticks: np.ndarray) -> np.ndarray:
     return 0.6 * np.sin(t * np.array([1.0, 1.5, 2.0]) + np.array([0.0, 1.0, 2.0]))
 
 
-def run(merge: str, delay: int, chunk_source, ticks: int = 400) -> tuple[np.ndarray, list[int], list[np.ndarray]]:
+def run(
+    merge: str, delay: int, chunk_source, ticks: int = 400, execute_steps: int = 20
+) -> tuple[np.ndarray, list[int], list[np.ndarray]]:
     """Drive the executor tick by tick with an inference delay; return the executed actions,
     the ticks at which chunks were merged, and the chunks as produced."""
-    executor = ChunkExecutor(execute_steps=20, merge=merge, blend_steps=8, request_margin_steps=1)
+    executor = ChunkExecutor(execute_steps=execute_steps, merge=merge, blend_steps=8, request_margin_steps=1)
     executed, merges, produced, pending = [], [], [], None
     for tick in range(ticks):
         if pending is not None and tick >= pending[0]:
@@ -88,10 +90,10 @@ def test_real_time_chunking_with_the_model_keeps_boundaries_smooth(tiny_policy) 
     def unguided(tick, request, index):
         return tiny_policy.predict_chunk([image], np.zeros(7), "wave", seed=index)[:, :3]
 
-    rtc_executed, rtc_merges, rtc_chunks = run("rtc", 3, _padded(source), ticks=200)
+    rtc_executed, rtc_merges, rtc_chunks = run("rtc", 3, _padded(source), ticks=200, execute_steps=8)
     boundary, inside = boundary_and_inside_jumps(rtc_executed, rtc_merges, rtc_chunks, first_tick=3)
     assert boundary <= inside, f"boundary {boundary:.4f} > inside {inside:.4f}"
-    latest_executed, latest_merges, latest_chunks = run("latest_only", 3, _padded(unguided), ticks=200)
+    latest_executed, latest_merges, latest_chunks = run("latest_only", 3, _padded(unguided), ticks=200, execute_steps=8)
     latest_boundary, _ = boundary_and_inside_jumps(latest_executed, latest_merges, latest_chunks, first_tick=3)
     assert boundary < latest_boundary
 

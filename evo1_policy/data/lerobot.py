@@ -1,0 +1,336 @@
+"""LeRobot datasets (format v2.1 and v3.0: parquet + mp4 + meta/) <-> Episodes, with pyarrow and PyAV.
+
+v2.1: one parquet and one mp4 per camera per episode; meta/episodes.jsonl and meta/tasks.jsonl.
+v3.0: many episodes per parquet and per mp4; meta/episodes/chunk-*/file-*.parquet says where each
+episode lies (row range, video file and time span); meta/tasks.parquet.
+"""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..images import resize_square
+from .episode import DatasetError, Episode
+
+STATE_KEY, ACTION_KEY = "observation.state", "action"
+IMAGE_PREFIX = "observation.images."
+CHUNKS_SIZE = 1000
+
+
+# ---------------------------------------------------------------------------------------- reading
+
+
+def read_lerobot(root: str | Path, image_size: int | None = None) -> list[Episode]:
+    root = Path(root)
+    info_path = root / "meta" / "info.json"
+    if not info_path.is_file():
+        raise DatasetError(f"{root}: not a LeRobot dataset (meta/info.json is missing)")
+    info = json.loads(info_path.read_text())
+    version = str(info.get("codebase_version", ""))
+    features = info.get("features", {})
+    for key in (STATE_KEY, ACTION_KEY):
+        if key not in features:
+            raise DatasetError(f"{root}: feature '{key}' missing; the dataset has {sorted(features)}")
+    video_keys = [k for k, f in features.items() if f.get("dtype") == "video"]
+    if not video_keys:
+        raise DatasetError(f"{root}: no video features (images stored in parquet are not supported)")
+    if version.startswith("v2"):
+        rows = _episodes_v2(root, info, video_keys)
+    elif version.startswith("v3"):
+        rows = _episodes_v3(root, info, video_keys)
+    else:
+        raise DatasetError(f"{root}: codebase_version {version!r} unsupported (v2.1 and v3.0 are)")
+    names = {key: _names(features[key]) for key in (STATE_KEY, ACTION_KEY)}
+    return [_episode(root, info, row, video_keys, names, image_size) for row in rows]
+
+
+def _names(feature: dict[str, Any]) -> list[str]:
+    names = feature.get("names")
+    if isinstance(names, dict):
+        names = next(iter(names.values()), [])
+    return [str(n) for n in names] if isinstance(names, list) else []
+
+
+def _episodes_v2(root: Path, info: dict[str, Any], video_keys: list[str]) -> list[dict[str, Any]]:
+    tasks = {}
+    for line in (root / "meta" / "tasks.jsonl").read_text().splitlines():
+        if line.strip():
+            entry = json.loads(line)
+            tasks[entry["task_index"]] = entry["task"]
+    rows = []
+    for line in (root / "meta" / "episodes.jsonl").read_text().splitlines():
+        if not line.strip():
+            continue
+        entry = json.loads(line)
+        e = entry["episode_index"]
+        chunk = e // info.get("chunks_size", CHUNKS_SIZE)
+        rows.append(
+            {
+                "episode_index": e,
+                "tasks": entry.get("tasks", []),
+                "length": entry["length"],
+                "data": root / info["data_path"].format(episode_chunk=chunk, episode_index=e),
+                "videos": {
+                    k: (root / info["video_path"].format(episode_chunk=chunk, video_key=k, episode_index=e), 0.0)
+                    for k in video_keys
+                },
+                "task_names": tasks,
+            }
+        )
+    return rows
+
+
+def _episodes_v3(root: Path, info: dict[str, Any], video_keys: list[str]) -> list[dict[str, Any]]:
+    files = sorted((root / "meta" / "episodes").glob("chunk-*/file-*.parquet"))
+    if not files:
+        raise DatasetError(f"{root}: meta/episodes/chunk-*/file-*.parquet missing")
+    table = pa.concat_tables([pq.read_table(f) for f in files]).to_pylist()
+    tasks_table = pq.read_table(root / "meta" / "tasks.parquet").to_pylist()
+    tasks = {r["task_index"]: r.get("task", r.get("__index_level_0__")) for r in tasks_table}
+    rows = []
+    for entry in table:
+        path = root / info["data_path"].format(
+            chunk_index=entry["data/chunk_index"], file_index=entry["data/file_index"]
+        )
+        videos = {}
+        for k in video_keys:
+            video = root / info["video_path"].format(
+                video_key=k, chunk_index=entry[f"videos/{k}/chunk_index"], file_index=entry[f"videos/{k}/file_index"]
+            )
+            videos[k] = (video, float(entry[f"videos/{k}/from_timestamp"]))
+        rows.append(
+            {
+                "episode_index": entry["episode_index"],
+                "tasks": entry.get("tasks") or [],
+                "length": entry["length"],
+                "data": path,
+                "videos": videos,
+                "task_names": tasks,
+            }
+        )
+    return rows
+
+
+def _episode(
+    root: Path,
+    info: dict[str, Any],
+    row: dict[str, Any],
+    video_keys: list[str],
+    names: dict[str, list[str]],
+    image_size: int | None,
+) -> Episode:
+    e = row["episode_index"]
+    where = f"{root}, episode {e}"
+    if not row["data"].is_file():
+        raise DatasetError(f"{where}: data file {row['data']} missing")
+    table = pq.read_table(row["data"])
+    episode_column = table.column("episode_index").to_numpy()
+    data = table.filter(pa.array(episode_column == e)).to_pydict()
+    length = len(data["episode_index"])
+    if length != row["length"]:
+        raise DatasetError(f"{where}: {length} rows in {row['data'].name}, meta says {row['length']}")
+    order = np.argsort(np.asarray(data["frame_index"]))
+    states = np.asarray(data[STATE_KEY], dtype=np.float64)[order]
+    actions = np.asarray(data[ACTION_KEY], dtype=np.float64)[order]
+    task = row["tasks"][0] if row["tasks"] else row["task_names"].get(data["task_index"][0], "")
+    fps = float(info["fps"])
+    images = [
+        _decode_video(path, start, length, fps, where, key, image_size) for key, (path, start) in row["videos"].items()
+    ]
+    return Episode(
+        source=str(root),
+        index=int(e),
+        instruction=str(task),
+        fps=fps,
+        camera_names=[k.removeprefix(IMAGE_PREFIX) for k in video_keys],
+        images=images,
+        states=states,
+        actions=actions,
+        state_names=names[STATE_KEY],
+        action_names=names[ACTION_KEY],
+        timestamps=np.asarray(data["timestamp"], dtype=np.float64)[order],
+    )
+
+
+def _decode_video(
+    path: Path, start: float, length: int, fps: float, where: str, key: str, image_size: int | None
+) -> np.ndarray:
+    """The `length` frames from `start` seconds on (nearest frame to start + i / fps)."""
+    if not path.is_file():
+        raise DatasetError(f"{where}: video {path} for '{key}' missing")
+    wanted = start + np.arange(length) / fps
+    frames: list[np.ndarray | None] = [None] * length
+    try:
+        with av.open(str(path)) as container:
+            for frame in container.decode(video=0):
+                t = float(frame.time) if frame.time is not None else 0.0
+                i = round((t - start) * fps)
+                if 0 <= i < length and abs(t - wanted[i]) < 0.5 / fps and frames[i] is None:
+                    rgb = frame.to_ndarray(format="rgb24")
+                    frames[i] = resize_square(rgb, image_size) if image_size else rgb
+                if t > wanted[-1] + 1.0 / fps:
+                    break
+    except (av.error.FFmpegError, OSError) as error:
+        raise DatasetError(f"{where}: video {path.name} unreadable ({error})") from None
+    missing = [i for i, f in enumerate(frames) if f is None]
+    if missing:
+        raise DatasetError(f"{where}, frame {missing[0]}: no frame in {path.name} at {wanted[missing[0]]:.3f} s")
+    return np.stack(frames)
+
+
+# ---------------------------------------------------------------------------------------- writing
+
+
+def _encode_video(path: Path, frames: list[np.ndarray], fps: float, lossless: bool) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    height, width = frames[0].shape[:2]
+    with av.open(str(path), "w") as container:
+        if lossless:  # exact RGB: readers see the very pixels that were recorded
+            stream = container.add_stream("libx264rgb", rate=Fraction(fps).limit_denominator(1000))
+            stream.pix_fmt, stream.options = "rgb24", {"crf": "0", "preset": "ultrafast"}
+        else:  # what LeRobot itself writes for sharing
+            stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
+            stream.pix_fmt, stream.options = "yuv420p", {"crf": "23", "g": "2"}
+        stream.width, stream.height = width, height
+        for image in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+
+
+def _features(episode: Episode, fps: float, lossless: bool) -> dict[str, Any]:
+    features: dict[str, Any] = {
+        STATE_KEY: {"dtype": "float32", "shape": [episode.states.shape[1]], "names": episode.state_names or None},
+        ACTION_KEY: {"dtype": "float32", "shape": [episode.actions.shape[1]], "names": episode.action_names or None},
+    }
+    for name, images in zip(episode.camera_names, episode.images, strict=True):
+        features[IMAGE_PREFIX + name] = {
+            "dtype": "video",
+            "shape": list(images.shape[1:]),
+            "names": ["height", "width", "channels"],
+            "info": {
+                "video.fps": fps,
+                "video.codec": "h264",
+                "video.pix_fmt": "rgb24" if lossless else "yuv420p",
+                "video.is_depth_map": False,
+                "has_audio": False,
+            },
+        }
+    for key, dtype in (
+        ("timestamp", "float32"),
+        ("frame_index", "int64"),
+        ("episode_index", "int64"),
+        ("index", "int64"),
+        ("task_index", "int64"),
+    ):
+        features[key] = {"dtype": dtype, "shape": [1], "names": None}
+    return features
+
+
+def _frame_table(episode: Episode, first_index: int, task_index: int) -> pa.Table:
+    n = episode.length
+    fps = episode.fps
+    return pa.table(
+        {
+            STATE_KEY: pa.array(episode.states.astype(np.float32).tolist(), type=pa.list_(pa.float32())),
+            ACTION_KEY: pa.array(episode.actions.astype(np.float32).tolist(), type=pa.list_(pa.float32())),
+            "timestamp": pa.array((np.arange(n) / fps).astype(np.float32)),
+            "frame_index": pa.array(np.arange(n, dtype=np.int64)),
+            "episode_index": pa.array(np.full(n, episode.index, dtype=np.int64)),
+            "index": pa.array(np.arange(first_index, first_index + n, dtype=np.int64)),
+            "task_index": pa.array(np.full(n, task_index, dtype=np.int64)),
+        }
+    )
+
+
+def write_lerobot(
+    root: str | Path, episodes: list[Episode], version: str = "v3.0", lossless: bool = False, robot_type: str = ""
+) -> Path:
+    """Write episodes (renumbered 0..N-1) as a LeRobot dataset of the given format version."""
+    root = Path(root)
+    if not episodes:
+        raise DatasetError("no episodes to write")
+    fps = episodes[0].fps
+    tasks = sorted({e.instruction for e in episodes})
+    task_index = {t: i for i, t in enumerate(tasks)}
+    episodes = [Episode(**{**e.__dict__, "index": i}) for i, e in enumerate(episodes)]
+    total = sum(e.length for e in episodes)
+    info: dict[str, Any] = {
+        "codebase_version": version,
+        "robot_type": robot_type,
+        "fps": fps,
+        "total_episodes": len(episodes),
+        "total_frames": total,
+        "total_tasks": len(tasks),
+        "chunks_size": CHUNKS_SIZE,
+        "splits": {"train": f"0:{len(episodes)}"},
+        "features": _features(episodes[0], fps, lossless),
+    }
+    (root / "meta").mkdir(parents=True, exist_ok=True)
+    if version == "v2.1":
+        info["data_path"] = "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet"
+        info["video_path"] = "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4"
+        info["total_chunks"] = 1
+        first = 0
+        lines = []
+        for e in episodes:
+            data = root / info["data_path"].format(episode_chunk=0, episode_index=e.index)
+            data.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(_frame_table(e, first, task_index[e.instruction]), data)
+            for name, images in zip(e.camera_names, e.images, strict=True):
+                video = info["video_path"].format(episode_chunk=0, video_key=IMAGE_PREFIX + name, episode_index=e.index)
+                _encode_video(root / video, list(images), fps, lossless)
+            lines.append(json.dumps({"episode_index": e.index, "tasks": [e.instruction], "length": e.length}))
+            first += e.length
+        (root / "meta" / "episodes.jsonl").write_text("\n".join(lines) + "\n")
+        (root / "meta" / "tasks.jsonl").write_text(
+            "\n".join(json.dumps({"task_index": i, "task": t}) for i, t in enumerate(tasks)) + "\n"
+        )
+    elif version == "v3.0":
+        info["data_path"] = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
+        info["video_path"] = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
+        data = root / info["data_path"].format(chunk_index=0, file_index=0)
+        data.parent.mkdir(parents=True, exist_ok=True)
+        tables, meta, first = [], [], 0
+        for e in episodes:
+            tables.append(_frame_table(e, first, task_index[e.instruction]))
+            row = {
+                "episode_index": e.index,
+                "tasks": [e.instruction],
+                "length": e.length,
+                "data/chunk_index": 0,
+                "data/file_index": 0,
+                "dataset_from_index": first,
+                "dataset_to_index": first + e.length,
+            }
+            for name in e.camera_names:
+                key = IMAGE_PREFIX + name
+                row |= {
+                    f"videos/{key}/chunk_index": 0,
+                    f"videos/{key}/file_index": 0,
+                    f"videos/{key}/from_timestamp": first / fps,
+                    f"videos/{key}/to_timestamp": (first + e.length) / fps,
+                }
+            meta.append(row)
+            first += e.length
+        pq.write_table(pa.concat_tables(tables), data)
+        for c, name in enumerate(episodes[0].camera_names):
+            video = root / info["video_path"].format(video_key=IMAGE_PREFIX + name, chunk_index=0, file_index=0)
+            _encode_video(video, [frame for e in episodes for frame in e.images[c]], fps, lossless)
+        episodes_file = root / "meta" / "episodes" / "chunk-000" / "file-000.parquet"
+        episodes_file.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pylist(meta), episodes_file)
+        pq.write_table(
+            pa.table({"task_index": list(range(len(tasks))), "task": tasks}), root / "meta" / "tasks.parquet"
+        )
+    else:
+        raise DatasetError(f"format version {version!r} unsupported; write v2.1 or v3.0")
+    (root / "meta" / "info.json").write_text(json.dumps(info, indent=2) + "\n")
+    return root

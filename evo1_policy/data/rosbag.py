@@ -1,0 +1,242 @@
+"""ROS 2 bags (sqlite3 or mcap) -> Episodes, decoded exactly as the live node decodes.
+
+The inputs are aligned by header stamp (the bag's log time where a stamp is zero) and resampled
+to the control rate: at each step the latest camera frames and joint state at or before it.
+The action of a step is the commanded position one step later, read from the command topic:
+trajectory_msgs/JointTrajectory (evaluated at that time, so both streamed and long trajectories
+work), sensor_msgs/JointState (a position command), or evo1_msgs/ActionChunk; with no command
+topic, the next step's joint state. Two passes: stamps first, then only the frames used.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rosbags.highlevel import AnyReader
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+from ..images import ImageError, decode_compressed_msg, decode_image_msg, resize_square
+from ..joints import JointStateError, joint_positions
+from .episode import DatasetError, Episode
+
+COMMAND_TYPES = (
+    "trajectory_msgs/msg/JointTrajectory",
+    "sensor_msgs/msg/JointState",
+    "evo1_msgs/msg/ActionChunk",
+)
+
+
+@dataclass
+class BagSpec:
+    """Which topics hold what; usually made from the node's arm config (same topics, same joints)."""
+
+    camera_names: list[str]
+    camera_topics: list[str]
+    joint_names: list[str]  # the model's state/action dims, in order
+    joint_states_topic: str = "joint_states"
+    command_topic: str = "arm_controller/joint_trajectory"  # "" = use the next joint state
+    instruction_topic: str = "instruction"
+    rate_hz: float = 20.0
+    image_size: int | None = None  # resize frames on load (the model's input size saves memory)
+
+    @classmethod
+    def from_arm_config(cls, config: Any, image_size: int | None = None) -> BagSpec:
+        return cls(
+            camera_names=list(config.cameras.names),
+            camera_topics=list(config.cameras.topics),
+            joint_names=config.action_names,
+            joint_states_topic=config.topics.joint_states,
+            command_topic=config.topics.trajectory,
+            instruction_topic=config.topics.instruction,
+            rate_hz=config.control.rate_hz,
+            image_size=image_size,
+        )
+
+
+def typestore() -> Any:
+    """ROS 2 Kilted types plus evo1_msgs (from the .msg files beside this checkout or installed)."""
+    store = get_typestore(Stores.ROS2_KILTED)
+    for folder in _evo1_msg_folders():
+        types = {}
+        for path in sorted(folder.glob("*.msg")):
+            types.update(get_types_from_msg(path.read_text(), f"evo1_msgs/msg/{path.stem}"))
+        store.register(types)
+        break
+    return store
+
+
+def _evo1_msg_folders() -> list[Path]:
+    folders = [Path(__file__).resolve().parents[2] / "evo1_msgs" / "msg"]
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        folders.append(Path(get_package_share_directory("evo1_msgs")) / "msg")
+    except Exception:  # noqa: BLE001 - no ament index: the checkout's folder is all there is
+        pass
+    return [f for f in folders if f.is_dir()]
+
+
+def _stamp(msg: Any, log_time_ns: int) -> float:
+    header = getattr(msg, "header", None)
+    if header is not None and (header.stamp.sec or header.stamp.nanosec):
+        return header.stamp.sec + header.stamp.nanosec * 1e-9
+    return log_time_ns * 1e-9
+
+
+def _find(topics: dict[str, Any], wanted: str, path: Path, what: str) -> Any:
+    """A connection whose topic is `wanted`, absolute or under a namespace."""
+    name = wanted.strip("/")
+    for topic, connection in topics.items():
+        if topic.strip("/") == name or topic.endswith("/" + name):
+            return connection
+    available = ", ".join(f"{t} ({c.msgtype})" for t, c in sorted(topics.items()))
+    raise DatasetError(f"{path}: no {what} topic '{wanted}'; the bag has: {available}")
+
+
+def read_bag(path: str | Path, spec: BagSpec, instruction: str | None = None, index: int = 0) -> Episode:
+    path = Path(path)
+    if not path.exists():
+        raise DatasetError(f"{path}: no such bag")
+    try:
+        with AnyReader([path], default_typestore=typestore()) as reader:
+            return _read(reader, path, spec, instruction, index)
+    except DatasetError:
+        raise
+    except Exception as error:  # noqa: BLE001 - rosbags raises many kinds for damaged bags
+        raise DatasetError(f"{path}: cannot read the bag ({type(error).__name__}: {error})") from None
+
+
+def _read(reader: AnyReader, path: Path, spec: BagSpec, instruction: str | None, index: int) -> Episode:
+    topics = {c.topic: c for c in reader.connections}
+    cameras = [
+        _find(topics, t, path, f"camera '{n}'") for n, t in zip(spec.camera_names, spec.camera_topics, strict=True)
+    ]
+    joints = _find(topics, spec.joint_states_topic, path, "joint state")
+    command = _find(topics, spec.command_topic, path, "command") if spec.command_topic else None
+    if command is not None and command.msgtype not in COMMAND_TYPES:
+        raise DatasetError(
+            f"{path}: command topic {command.topic} has type {command.msgtype}; expected {COMMAND_TYPES}"
+        )
+    text_connection = next((c for t, c in topics.items() if t.strip("/").endswith(spec.instruction_topic)), None)
+
+    # Pass 1: stamps of everything; joint states, commands and the instruction in full (small).
+    frame_stamps: list[list[float]] = [[] for _ in cameras]
+    joint_times, joint_values, command_times, commands = [], [], [], []
+    texts: list[str] = []
+    wanted = [*cameras, joints] + ([command] if command else []) + ([text_connection] if text_connection else [])
+    for connection, log_time, raw in reader.messages(connections=wanted):
+        msg = reader.deserialize(raw, connection.msgtype)
+        if connection in cameras:
+            frame_stamps[cameras.index(connection)].append(_stamp(msg, log_time))
+        elif connection is joints:
+            try:
+                joint_values.append(joint_positions(list(msg.name), list(msg.position), spec.joint_names))
+            except JointStateError as error:
+                raise DatasetError(f"{path}, joint state #{len(joint_values)}: {error}") from None
+            joint_times.append(_stamp(msg, log_time))
+        elif connection is command:
+            stamp = _stamp(msg, log_time)  # a zero stamp means "start on receipt"
+            command_times.append(stamp)
+            commands.append(_command(msg, connection.msgtype, spec, path, len(commands), stamp))
+        else:
+            texts.append(str(msg.data).strip())
+    instruction = instruction or next((t for t in texts if t), "")
+    if not instruction:
+        raise DatasetError(f"{path}: no instruction on '{spec.instruction_topic}' and none given for this bag")
+    for name, stamps in zip(spec.camera_names, frame_stamps, strict=True):
+        if not stamps:
+            raise DatasetError(f"{path}: camera '{name}' topic has no messages")
+    if not joint_times or (command is not None and not command_times):
+        raise DatasetError(f"{path}: the joint state or command topic has no messages")
+
+    dt = 1.0 / spec.rate_hz
+    start = max([s[0] for s in frame_stamps] + [joint_times[0]] + ([command_times[0]] if command_times else []))
+    end = min([s[-1] for s in frame_stamps] + [joint_times[-1]])
+    ticks = start + dt * np.arange(int(np.floor((end - start) / dt + 1e-6)) + 1)
+    if command is None:
+        ticks = ticks[:-1]  # the last step has no next state to be its action
+    if len(ticks) == 0:
+        raise DatasetError(f"{path}: no time span where every topic has data")
+    states = np.stack([joint_values[_latest(joint_times, t)] for t in ticks])
+    if command is None:
+        actions = np.stack([joint_values[_latest(joint_times, t + dt)] for t in ticks])
+    else:
+        actions = np.stack([commands[_latest(command_times, t)].at(t + dt) for t in ticks])
+
+    # Pass 2: decode only the frames used.
+    chosen = [[_latest(stamps, t) for t in ticks] for stamps in frame_stamps]
+    needed = [set(c) for c in chosen]
+    decoded: list[dict[int, np.ndarray]] = [{} for _ in cameras]
+    counters = [0] * len(cameras)
+    for connection, _, raw in reader.messages(connections=cameras):
+        cam = cameras.index(connection)
+        number = counters[cam]
+        counters[cam] += 1
+        if number not in needed[cam]:
+            continue
+        msg = reader.deserialize(raw, connection.msgtype)
+        try:
+            rgb = decode_compressed_msg(msg) if "Compressed" in connection.msgtype else decode_image_msg(msg)
+        except ImageError as error:
+            raise DatasetError(f"{path}, camera '{spec.camera_names[cam]}', frame {number}: {error}") from None
+        decoded[cam][number] = resize_square(rgb, spec.image_size) if spec.image_size else rgb
+    images = [np.stack([decoded[cam][n] for n in chosen[cam]]) for cam in range(len(cameras))]
+    return Episode(
+        source=str(path),
+        index=index,
+        instruction=instruction,
+        fps=spec.rate_hz,
+        camera_names=list(spec.camera_names),
+        images=images,
+        states=states,
+        actions=actions,
+        state_names=list(spec.joint_names),
+        action_names=list(spec.joint_names),
+        timestamps=ticks - ticks[0],
+    )
+
+
+def _latest(times: list[float], t: float) -> int:
+    """Index of the last entry at or before t (the first one if t precedes them all)."""
+    return max(bisect.bisect_right(times, t + 1e-9) - 1, 0)
+
+
+@dataclass
+class _Command:
+    start: float
+    times: np.ndarray  # seconds from start, increasing
+    positions: np.ndarray  # (P, A)
+
+    def at(self, t: float) -> np.ndarray:
+        """Position commanded for time t (linear between points; held before the first and after the last)."""
+        if len(self.times) == 1:
+            return self.positions[0]
+        offset = t - self.start
+        return np.array([np.interp(offset, self.times, self.positions[:, j]) for j in range(self.positions.shape[1])])
+
+
+def _command(msg: Any, msgtype: str, spec: BagSpec, path: Path, number: int, start: float) -> _Command:
+    where = f"{path}, command #{number}"
+    try:
+        if msgtype == "sensor_msgs/msg/JointState":
+            return _Command(
+                0.0, np.zeros(1), joint_positions(list(msg.name), list(msg.position), spec.joint_names)[None]
+            )
+        if msgtype == "evo1_msgs/msg/ActionChunk":
+            if list(msg.joint_names) != spec.joint_names:
+                raise DatasetError(f"{where}: chunk joints {list(msg.joint_names)} differ from {spec.joint_names}")
+            chunk = np.asarray(msg.data, dtype=np.float64).reshape(msg.horizon, msg.action_dim)
+            times = (np.arange(msg.horizon) + 1) * msg.time_step
+            return _Command(start, times, chunk)
+        if not msg.points:
+            raise DatasetError(f"{where}: trajectory has no points")
+        names = list(msg.joint_names)
+        positions = np.stack([joint_positions(names, list(p.positions), spec.joint_names) for p in msg.points])
+        times = np.array([p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in msg.points])
+        return _Command(start, times, positions)
+    except JointStateError as error:
+        raise DatasetError(f"{where}: {str(error).replace('joint_states', 'command')}") from None
