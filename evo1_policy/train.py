@@ -294,6 +294,7 @@ class Trainer:
         self.augment = Augmentation() if config.train.augment else None
         self.output = Path(config.output)
         self.losses: list[tuple[int, int, float]] = []  # (stage, step, loss)
+        self._tensorboard: Any = None  # None: not tried yet; False: not installed
 
     def _device(self) -> torch.device:
         wanted = self.config.train.device
@@ -313,7 +314,9 @@ class Trainer:
         else:
             model, tokenizer = Evo1Model(preset(m.preset)), PromptTokenizer.from_dir()
         if self.config.train.gradient_checkpointing:
-            model.embedder.model.gradient_checkpointing_enable()
+            vlm = model.embedder.model
+            enable = getattr(vlm, "activation_checkpointing_enable", None) or vlm.gradient_checkpointing_enable
+            enable()
         return model.to(self.device), tokenizer
 
     # -------------------------------------------------------------------------------- one stage
@@ -425,6 +428,12 @@ class Trainer:
     def _metrics(self, row: dict[str, Any]) -> None:
         with open(self.output / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
+        if self._tensorboard is None:
+            self._tensorboard = _tensorboard_writer(self.output)
+        if self._tensorboard:
+            global_step = row["step"] + (self.config.train.stage1_steps if row["stage"] == 2 else 0)
+            for key in ("loss", "lr", "samples_per_s"):
+                self._tensorboard.add_scalar(f"train/{key}", row[key], global_step)
 
     def _save(self, folder: Path, stage: int, step: int, optimizer: Any, scheduler: Any) -> None:
         save_checkpoint(
@@ -454,6 +463,16 @@ class Trainer:
         state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
         self.log(f"resuming stage {state['stage']} at step {state['step']} from {folder}")
         return state
+
+
+def _tensorboard_writer(folder: Path) -> Any:
+    """A SummaryWriter when tensorboard is installed, else False (metrics.jsonl has everything)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+
+        return SummaryWriter(str(folder / "tensorboard"))
+    except ImportError:
+        return False
 
 
 def _progress(iterable: Any, description: str, enabled: bool) -> Any:

@@ -108,3 +108,44 @@ def test_training_lowers_the_loss_and_the_checkpoint_deploys(dataset: Path, tmp_
     image = known_episode(0, steps=40).images[0][5]
     chunk = policy.predict_chunk([image], known_episode(0, steps=40).states[5], "touch the red block", seed=0)
     assert chunk.shape == (policy.config.horizon, 3) and np.isfinite(chunk).all()
+
+
+def test_gradient_checkpointing_changes_memory_not_results(dataset: Path, tmp_path: Path) -> None:
+    runs = []
+    for flag in ("false", "true"):
+        overrides = (
+            "train.stages=[2]",
+            "train.stage2_steps=3",
+            f"train.gradient_checkpointing={flag}",
+            "train.augment=false",
+        )
+        trainer = Trainer(_config(dataset, tmp_path / flag, *overrides), **QUIET)
+        trainer.run()
+        runs.append([loss for _, _, loss in trainer.losses])
+    assert trainer.model.embedder.model.language_model.gradient_checkpointing
+    np.testing.assert_allclose(runs[0], runs[1], rtol=1e-6)
+
+
+def test_bag2dataset_and_train_from_bags(tmp_path: Path) -> None:
+    """Bags recorded like a live run -> `evo1 bag2dataset` -> a LeRobot v3 dataset; and `evo1 train`
+    straight from the bags with an arm config naming the topics."""
+    from fixtures import write_bag
+
+    from evo1_bringup.cli import main
+    from evo1_policy.data.lerobot import read_lerobot
+
+    bags = [str(write_bag(tmp_path / f"demo_{i}", known_episode(i), "mcap")) for i in range(2)]
+    arm = tmp_path / "arm.yaml"
+    arm.write_text(
+        "evo1_policy_node:\n  ros__parameters:\n    joints:\n      names: [joint1, joint2, joint3]\n"
+        "      lower_limits: [-1.0, -1.0, -1.0]\n      upper_limits: [1.0, 1.0, 8.0]\n"
+        "      max_velocity: [1.0, 1.0, 1.0]\n    control:\n      rate_hz: 10.0\n"
+    )
+    assert main(["bag2dataset", *bags, "--out", str(tmp_path / "ds"), "--arm-config", str(arm)]) == 0
+    episodes = read_lerobot(tmp_path / "ds")
+    assert [e.length for e in episodes] == [60, 60] and episodes[1].instruction == "touch the red block"
+    np.testing.assert_allclose(episodes[1].states, known_episode(1).states, atol=1e-6)
+    overrides = [f"data.bags={bags}", f"data.arm_config={arm}", f"output={tmp_path / 'run'}", "train.stages=[1]",
+                 "train.stage1_steps=3", "train.batch_size=2"]  # fmt: skip
+    assert main(["train", *overrides]) == 0
+    assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
