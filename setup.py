@@ -33,6 +33,7 @@ setup(
         "rosbags>=0.10",
         "pyarrow>=14",
         "av>=12",
+        "matplotlib>=3.7",
     ],
     tests_require=["pytest"],
     zip_safe=False,

@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return handlers[args.command](args)
-    except (ValueError, FileNotFoundError, RuntimeError) as error:
+    except (ValueError, FileNotFoundError, RuntimeError, OSError) as error:
         print(f"evo1 {args.command}: {error}", file=sys.stderr)
         return 1
 

@@ -73,6 +73,20 @@ def cmd_bag2dataset(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_bag(args: argparse.Namespace) -> int:
+    if args.live:
+        from .eval_live import eval_live
+
+        eval_live(args.bags, args.config, args.out, args.rate, args.namespace, args.timeout)
+        return 0
+    if not args.checkpoint:
+        raise ValueError("--checkpoint is needed (or --live, to score the running node)")
+    from .eval_bag import eval_bags
+
+    eval_bags(args.bags, args.checkpoint, args.config, args.out, args.every, args.compare, args.device, args.seed)
+    return 0
+
+
 def register(sub: argparse._SubParsersAction, handlers: dict[str, Handler]) -> None:
     p = sub.add_parser("bringup", help="start the policy node (and simulated arm) like arm.launch.py")
     for arg in LAUNCH_ARGUMENTS:
@@ -112,3 +126,18 @@ def register(sub: argparse._SubParsersAction, handlers: dict[str, Handler]) -> N
     p.add_argument("--lossless", action="store_true", help="lossless RGB video (exact pixels, larger files)")
     p.add_argument("--robot-type", default="")
     handlers["bag2dataset"] = cmd_bag2dataset
+
+    p = sub.add_parser("eval-bag", help="score a checkpoint against recorded bags (open loop)")
+    p.add_argument("bags", nargs="+")
+    p.add_argument("--checkpoint", help="checkpoint to run open loop (not with --live)")
+    p.add_argument("--config", default="sim_arm", help="arm config naming the bag's topics and joints")
+    p.add_argument("--live", action="store_true", help="replay to a running policy node and score what it does")
+    p.add_argument("--rate", type=float, default=1.0, help="--live: replay speed (1 = recorded timing)")
+    p.add_argument("--namespace", default="", help="--live: the node's namespace")
+    p.add_argument("--timeout", type=float, default=60.0, help="--live: seconds to wait for the node")
+    p.add_argument("--out", default="eval_report")
+    p.add_argument("--every", type=int, help="predict every K steps (default: control.execute_steps)")
+    p.add_argument("--compare", help="a second checkpoint, side by side")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    handlers["eval-bag"] = cmd_eval_bag

@@ -58,7 +58,7 @@ def test_closed_loop_trajectories_are_safe_for_30_s(ros_context, ros_env, nodes_
     messages = [m for _, m in recorder.received.trajectories]
     assert len(messages) > 20 * 25, f"only {len(messages)} trajectories in 34 s at 20 Hz:\n{output[-2000:]}"
     checked = assert_safe_trajectories(messages, CONFIG)
-    assert checked > 10_000
+    assert checked > 5 * len(messages), "trajectories should carry the upcoming plan, not single points"
     assert sim.trajectories > 0.9 * len(messages)  # the simulated controller accepted them
     assert len(recorder.received.chunks) >= 20
     status = recorder.last_status()

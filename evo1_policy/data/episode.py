@@ -28,6 +28,7 @@ class Episode:
     state_names: list[str] = field(default_factory=list)
     action_names: list[str] = field(default_factory=list)
     timestamps: np.ndarray | None = None  # (T,) seconds from the episode start
+    start_time: float = 0.0  # the first step's time on the recording's clock (bags: header stamps)
 
     @property
     def length(self) -> int:

@@ -197,6 +197,7 @@ def _read(reader: AnyReader, path: Path, spec: BagSpec, instruction: str | None,
         state_names=list(spec.joint_names),
         action_names=list(spec.joint_names),
         timestamps=ticks - ticks[0],
+        start_time=float(ticks[0]),
     )
 
 

@@ -1,0 +1,60 @@
+"""`evo1 eval-bag`: score checkpoints against recorded runs (open loop), per bag and in aggregate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from evo1_policy.data.rosbag import BagSpec, read_bag
+from evo1_policy.evaluate import EpisodeResult, evaluate_episode, metrics
+from evo1_policy.policy import Evo1Policy
+from evo1_policy.report import summary_table, write_report
+
+from .arm_config import ArmConfig
+from .paths import config_path
+
+
+def _labels(checkpoints: list[str]) -> list[str]:
+    names = [Path(c).name or str(c) for c in checkpoints]
+    return names if len(set(names)) == len(names) else [f"{chr(65 + i)}:{n}" for i, n in enumerate(names)]
+
+
+def eval_bags(
+    bags: list[str],
+    checkpoint: str,
+    arm_config: str = "sim_arm",
+    out: str = "eval_report",
+    every: int | None = None,
+    compare: str | None = None,
+    device: str = "cpu",
+    seed: int = 0,
+) -> dict[str, Any]:
+    config = ArmConfig.from_yaml(config_path(arm_config))
+    checkpoints = [checkpoint] + ([compare] if compare else [])
+    policies = [Evo1Policy.from_checkpoint(c, device=device) for c in checkpoints]
+    labels = _labels(checkpoints)
+    spec = BagSpec.from_arm_config(config, image_size=policies[0].config.vision.image_size)
+    episodes = [read_bag(bag, spec, None, i) for i, bag in enumerate(bags)]
+    every = every or config.control.execute_steps
+    gripper_dims = [len(config.joints.names)] if config.gripper.name else []
+    total = sum(len(range(0, e.length, every)) for e in episodes) * len(policies)
+    results: dict[str, list[EpisodeResult]] = {}
+    with tqdm(total=total, desc="eval-bag", unit="chunk", dynamic_ncols=True) as progress:
+        for label, policy in zip(labels, policies, strict=True):
+            results[label] = [evaluate_episode(policy, e, every, seed, progress) for e in episodes]
+    per_bag = {
+        label: {bag: metrics([r], gripper_dims) for bag, r in zip(bags, results[label], strict=True)}
+        for label in labels
+    }
+    aggregate = {label: metrics(results[label], gripper_dims) for label in labels}
+    extra = {"mode": "open_loop", "every": every, "arm_config": str(config_path(arm_config)), "bags": bags}
+    write_report(Path(out), results, per_bag, aggregate, extra)
+    table = summary_table(
+        [(f"{label}: {Path(bag).name}", m) for label in labels for bag, m in per_bag[label].items()]
+        + [(f"{label}: all {len(bags)} bag(s)", aggregate[label]) for label in labels]
+    )
+    print(table)
+    print(f"report: {Path(out) / 'index.html'}")
+    return {"per_bag": per_bag, "aggregate": aggregate, "results": results}
