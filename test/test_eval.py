@@ -98,6 +98,10 @@ def test_metrics_match_a_hand_computation(setup) -> None:
     assert m["gripper_agreement"]["joint3"] == pytest.approx(((predicted_g > middle) == (recorded_g > middle)).mean())
     jerk = np.mean([np.abs(np.diff(t.actions, 3, axis=0)).mean() * 10.0**3 for t in setup["truth"]])
     assert m["jerk_recorded"] == pytest.approx(jerk)
+    predicted_jerk = np.mean([np.abs(np.diff(c, 3, axis=0)).mean() * 10.0**3 for r in runs for c in r.predictions])
+    assert m["jerk_predicted"] == pytest.approx(predicted_jerk)
+    latencies = [x for r in runs for x in r.latencies_ms]
+    assert m["latency_ms"]["p50"] == pytest.approx(np.percentile(latencies, 50)) and min(latencies) > 0
     # The predictions are the policy's, seeded: predicting again gives the same chunk.
     policy = Evo1Policy.from_checkpoint(setup["checkpoints"][0], device="cpu")
     truth = setup["truth"][1]
