@@ -113,23 +113,26 @@ def replay_bag(
     return chunks, statuses
 
 
-def score_chunks(chunks: list[ActionChunk], episode: Any, start: float, bag: Path) -> EpisodeResult:
-    """Place each chunk at the recording's step of its observation stamp."""
+def score_chunks(chunks: list[ActionChunk], episode: Any, start: float, bag: Path) -> tuple[EpisodeResult, int]:
+    """Place each chunk at the recording's step of its observation stamp. Returns the result and
+    how many chunks could not be placed (outside the recording, or for other joints)."""
     dt = 1.0 / episode.fps
     result = EpisodeResult(
         episode.source, episode.index, episode.instruction, episode.action_names, episode.fps, episode.actions
     )
+    unplaced = 0
     for chunk in chunks:
         stamp = chunk.header.stamp.sec + chunk.header.stamp.nanosec * 1e-9
         step = round((stamp - start) / dt)
         if not 0 <= step < episode.length or list(chunk.joint_names) != episode.action_names:
+            unplaced += 1
             continue
         result.inference_steps.append(step)
         result.predictions.append(np.asarray(chunk.data, dtype=np.float64).reshape(chunk.horizon, chunk.action_dim))
         result.latencies_ms.append(chunk.inference_latency * 1e3)
     if not result.predictions:
         raise DatasetError(f"{bag}: the node published no chunk for this recording (is it active, with these topics?)")
-    return result
+    return result, unplaced
 
 
 def eval_live(
@@ -145,7 +148,7 @@ def eval_live(
         episode = read_bag(bag, spec, None, i)
         recording = out_dir / f"live_{i:03d}_{Path(bag).stem}"
         chunks, statuses = replay_bag(Path(bag), spec, config, recording, rate, namespace, timeout)
-        result = score_chunks(chunks, episode, episode.start_time, Path(bag))
+        result, unplaced = score_chunks(chunks, episode, episode.start_time, Path(bag))
         results.append(result)
         per_bag[bag] = metrics([result], gripper_dims)
         last = statuses[-1] if statuses else None
@@ -153,6 +156,8 @@ def eval_live(
             "observation_to_command_ms_p50": last.observation_to_command_p50 * 1e3 if last else float("nan"),
             "observation_to_command_ms_p95": last.observation_to_command_p95 * 1e3 if last else float("nan"),
             "recorded_outputs": str(recording),
+            "chunks_scored": len(result.predictions),
+            "chunks_not_scored": unplaced,  # outside the recording's time span, or for other joints
         }
     label = "live node"
     aggregate = metrics(results, gripper_dims)
@@ -163,6 +168,7 @@ def eval_live(
     for bag, figures in latency.items():
         print(
             f"{Path(bag).name}: observation -> command p50 {figures['observation_to_command_ms_p50']:.1f} ms, "
-            f"p95 {figures['observation_to_command_ms_p95']:.1f} ms; node outputs in {figures['recorded_outputs']}"
+            f"p95 {figures['observation_to_command_ms_p95']:.1f} ms; {figures['chunks_scored']} chunks scored, "
+            f"{figures['chunks_not_scored']} not (outside the recording); node outputs in {figures['recorded_outputs']}"
         )
     return {"per_bag": per_bag, "aggregate": aggregate, "results": results, "latency": latency}

@@ -356,7 +356,7 @@ class PolicyNode(LifecycleNode):
         self._generation += 1  # a chunk computed for the old situation is discarded on arrival
         self._result = None
         self._request = None
-        del why
+        self.get_logger().debug(f"plan reset: {why}")
 
     def _latency_estimate(self) -> float:
         # The first inference (cold start) is not representative; until others exist, assume one step.
@@ -468,8 +468,9 @@ class PolicyNode(LifecycleNode):
         with self._lock:
             plan = self.executor_plan
             idle = self._request is None and self._in_flight_since is None
-            if idle and plan.needs_chunk(tick, self._latency_estimate(), self.dt):
-                self._request = plan.request(tick, self._latency_estimate(), self.dt)
+            latency = self._latency_estimate()
+            if idle and plan.needs_chunk(tick, latency, self.dt):
+                self._request = plan.request(tick, latency, self.dt)
                 self._wake.notify_all()
             upcoming = plan.upcoming(tick, self.config.control.max_points)
         if len(upcoming) == 0:

@@ -163,7 +163,7 @@ def load_episodes(config: TrainConfig, horizon: int, image_size: int, log: Any =
 
         spec = BagSpec.from_arm_config(ArmConfig.from_yaml(config_path(config.data.arm_config)), image_size)
 
-    def accept(make: Any, label: str) -> None:
+    def accept(make: Any) -> None:
         try:
             items = make()
             for episode in items if isinstance(items, list) else [items]:
@@ -177,9 +177,9 @@ def load_episodes(config: TrainConfig, horizon: int, image_size: int, log: Any =
 
     for i, path in enumerate(bag_paths):
         instruction = config.data.instructions.get(Path(path).name)
-        accept(lambda p=path, i=i, text=instruction: read_bag(p, spec, text, i), path)
+        accept(lambda p=path, i=i, text=instruction: read_bag(p, spec, text, i))
     for root in config.data.lerobot:
-        accept(lambda r=root: read_lerobot(r, image_size), root)
+        accept(lambda r=root: read_lerobot(r, image_size))
     if not episodes:
         raise DatasetError(
             "no usable episodes: configure data.bags or data.lerobot"

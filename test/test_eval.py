@@ -196,6 +196,7 @@ def test_live_replay_scores_like_open_loop(setup, ros_env, tmp_path: Path) -> No
     steps = report["episodes"]["live node"][0]["inference_steps"]
     assert len(steps) >= 4, f"only {len(steps)} chunks scored"
     assert np.isfinite(report["latency"][bag]["observation_to_command_ms_p50"])
+    assert report["latency"][bag]["chunks_scored"] == len(steps) and "chunks_not_scored" in report["latency"][bag]
     # Open loop at the very steps the node predicted at.
     policy = Evo1Policy.from_checkpoint(checkpoint, device="cpu")
     truth = setup["truth"][1]
