@@ -93,20 +93,19 @@ def test_two_process_ddp_matches_one_process(dataset: Path, tmp_path: Path) -> N
 
 
 @pytest.mark.slow
-def test_training_lowers_the_loss_and_the_checkpoint_deploys(dataset: Path, tmp_path: Path) -> None:
-    """Fresh noise every step: the loss falls quickly to about the noise variance (1/3, once the
-    model has learnt the actions) and then slowly below it (measured: 1.9x after these 660 steps,
-    3.0x after 2000; see docs/training.md). This guards the learning signal, not the 5x target."""
-    config = _config(dataset, tmp_path / "run", "train.stages=[1,2]", "train.stage1_steps=600", "train.stage2_steps=60",
-                     "train.batch_size=8", "train.save_every=100000", "train.augment=false")  # fmt: skip
+def test_training_lowers_the_loss_5x_and_the_checkpoint_deploys(dataset: Path, tmp_path: Path) -> None:
+    """Fresh noise every step: the loss falls quickly to about the noise variance (1/3, the actions
+    learnt) and then, more slowly, far below it (measured: 5.5x by step 2000 of 4000, 23x at 4000)."""
+    config = _config(dataset, tmp_path / "run", "train.stages=[1]", "train.stage1_steps=3000", "train.batch_size=8",
+                     "train.save_every=100000", "train.log_every=100000", "train.augment=false")  # fmt: skip
     trainer = Trainer(config, **QUIET)
     final = trainer.run()
     losses = np.array([loss for _, _, loss in trainer.losses])
-    first, last = losses[:10].mean(), losses[-20:].mean()
-    assert last < first / 1.6, f"loss {first:.3f} -> {last:.3f}"
+    first, last = losses[:10].mean(), losses[-50:].mean()
+    assert last < first / 5, f"loss {first:.3f} -> {last:.3f}"
     policy = Evo1Policy.from_checkpoint(final, device="cpu")
-    image = known_episode(0, steps=40).images[0][5]
-    chunk = policy.predict_chunk([image], known_episode(0, steps=40).states[5], "touch the red block", seed=0)
+    episode = known_episode(0, steps=40)
+    chunk = policy.predict_chunk([episode.images[0][5]], episode.states[5], "touch the red block", seed=0)
     assert chunk.shape == (policy.config.horizon, 3) and np.isfinite(chunk).all()
 
 
