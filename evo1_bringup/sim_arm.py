@@ -154,6 +154,8 @@ class SimArmNode(Node):
         self.create_timer(1.0 / rate_hz, self._tick)
         self.trajectories = 0
         self.cameras_enabled = True  # False: stop publishing images (tests of the camera watchdog)
+        self.joints_enabled = True  # False: stop publishing joint states (tests of that watchdog)
+        self.last_joint_time = 0.0
         self.last_image_time = 0.0
 
     def _on_trajectory(self, msg: JointTrajectory) -> None:
@@ -176,7 +178,9 @@ class SimArmNode(Node):
             name=follower.names, position=follower.position.tolist(), velocity=follower.velocity.tolist()
         )
         state.header.stamp = stamp
-        self.joint_pub.publish(state)
+        if self.joints_enabled:
+            self.joint_pub.publish(state)
+            self.last_joint_time = time.monotonic()
         if not self.cameras_enabled:
             return
         arm = self.follower.position[: len(self.config.joints.names)]

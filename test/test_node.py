@@ -272,3 +272,69 @@ def test_the_safety_checker_catches_violations() -> None:
     ):
         with pytest.raises(AssertionError):
             assert_safe_trajectories(bad, CONFIG)
+
+
+def test_joint_states_stopping_makes_the_node_hold(ros_context, ros_env, nodes_in) -> None:
+    process, sim, recorder = _node_sim_recorder(ros_env, nodes_in)
+    try:
+        recorder.instruct("touch the red block")
+        assert spin_for(ros_context, [sim, recorder], 40.0, until=lambda: len(recorder.received.trajectories) > 40)
+        sim.joints_enabled = False
+        spin_for(ros_context, [sim, recorder], 0.05)
+        stopped_at = sim.last_joint_time
+        spin_for(ros_context, [sim, recorder], 1.5)
+        after = [(t, m) for t, m in recorder.received.trajectories if t > stopped_at]
+        holds = [t for t, m in after if len(m.points) == 1 and not any(m.points[0].velocities)]
+        assert holds, "no hold after joint states stopped"
+        delay = holds[0] - stopped_at
+        assert delay <= CONFIG.safety.joint_state_timeout + 0.1, f"hold {delay:.3f} s after the last joint state"
+        assert [t for t, _ in after if t > holds[0]] == [], "commanded again without joint states"
+        assert "joint states stale" in recorder.last_status().reason
+    finally:
+        stop_node(process)
+
+
+class _CompressedFeed(Node):
+    """A jpeg camera and joint states, as a real driver with image_transport would publish them."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__("compressed_feed", **kwargs)
+        import cv2
+        from sensor_msgs.msg import CompressedImage
+
+        frame = np.zeros((120, 160, 3), np.uint8)
+        frame[:, :80, 2] = 255
+        self.jpeg = cv2.imencode(".jpg", frame)[1].tobytes()
+        self.kind = CompressedImage
+        self.images = self.create_publisher(
+            CompressedImage, "camera/front/image_raw/compressed", qos_profile_sensor_data
+        )
+        self.joints = self.create_publisher(JointState, CONFIG.topics.joint_states, qos_profile_sensor_data)
+        self.create_timer(0.05, self._tick)
+
+    def _tick(self) -> None:
+        self.images.publish(self.kind(format="jpeg", data=self.jpeg))
+        self.joints.publish(JointState(name=CONFIG.action_names, position=[0.0] * len(CONFIG.action_names)))
+
+
+def test_compressed_camera_and_gripper_on_its_own_topic(ros_context, ros_env, nodes_in) -> None:
+    from std_msgs.msg import Float64
+
+    process = start_node(
+        ros_env, model__preset="evo1-tiny", cameras__topics="[camera/front/image_raw/compressed]",
+        cameras__compressed="[true]", gripper__output="topic", gripper__topic="gripper/command",
+    )  # fmt: skip
+    feed = nodes_in(_CompressedFeed)
+    recorder = nodes_in(Recorder, CONFIG)
+    gripper: list[float] = []
+    recorder.create_subscription(Float64, "gripper/command", lambda m: gripper.append(m.data), 10)
+    try:
+        recorder.instruct("touch the red block")
+        done = spin_for(ros_context, [feed, recorder], 40.0, until=lambda: len(gripper) > 10)
+        assert done, "no gripper commands:\n" + stop_node(process)[-2000:]
+    finally:
+        stop_node(process)
+    assert all(CONFIG.gripper.lower_limit <= g <= CONFIG.gripper.upper_limit for g in gripper)
+    trajectories = [m for _, m in recorder.received.trajectories]
+    assert trajectories and all(list(m.joint_names) == CONFIG.joints.names for m in trajectories)
+    assert recorder.last_status().reject_causes == []
