@@ -10,7 +10,7 @@ from tqdm import tqdm
 from evo1_policy.data.rosbag import BagSpec, read_bag
 from evo1_policy.evaluate import EpisodeResult, evaluate_episode, metrics
 from evo1_policy.policy import Evo1Policy
-from evo1_policy.report import summary_table, write_report
+from evo1_policy.report import write_report
 
 from .arm_config import ArmConfig
 from .paths import config_path
@@ -50,11 +50,6 @@ def eval_bags(
     }
     aggregate = {label: metrics(results[label], gripper_dims) for label in labels}
     extra = {"mode": "open_loop", "every": every, "arm_config": str(config_path(arm_config)), "bags": bags}
-    write_report(Path(out), results, per_bag, aggregate, extra)
-    table = summary_table(
-        [(f"{label}: {Path(bag).name}", m) for label in labels for bag, m in per_bag[label].items()]
-        + [(f"{label}: all {len(bags)} bag(s)", aggregate[label]) for label in labels]
-    )
-    print(table)
+    print(write_report(Path(out), results, per_bag, aggregate, extra))
     print(f"report: {Path(out) / 'index.html'}")
     return {"per_bag": per_bag, "aggregate": aggregate, "results": results}

@@ -28,7 +28,7 @@ from evo1_msgs.srv import Reset
 from evo1_policy.data.episode import DatasetError
 from evo1_policy.data.rosbag import BagSpec, read_bag, typestore
 from evo1_policy.evaluate import EpisodeResult, metrics
-from evo1_policy.report import summary_table, write_report
+from evo1_policy.report import write_report
 
 from .arm_config import NODE_NAME, ArmConfig
 from .node import COMMAND_QOS, INSTRUCTION_QOS
@@ -162,9 +162,7 @@ def eval_live(
     label = "live node"
     aggregate = metrics(results, gripper_dims)
     extra = {"mode": "live", "rate": rate, "bags": bags, "latency": latency}
-    write_report(out_dir, {label: results}, {label: per_bag}, {label: aggregate}, extra)
-    rows = [(f"live: {Path(b).name}", m) for b, m in per_bag.items()] + [("live: all", aggregate)]
-    print(summary_table(rows))
+    print(write_report(out_dir, {label: results}, {label: per_bag}, {label: aggregate}, extra))
     for bag, figures in latency.items():
         print(
             f"{Path(bag).name}: observation -> command p50 {figures['observation_to_command_ms_p50']:.1f} ms, "

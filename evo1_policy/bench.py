@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import resource
 import statistics
 from pathlib import Path
@@ -47,11 +46,9 @@ def meta_model(config: Evo1Config) -> Evo1Model:
 
 def info(config_name: str | None = None, checkpoint: str | None = None) -> dict[str, Any]:
     if checkpoint:
-        from .checkpoint import CONFIG_FILE
+        from .checkpoint import read_config
 
-        raw = json.loads((Path(checkpoint) / CONFIG_FILE).read_text())
-        raw.pop("format", None)
-        config = Evo1Config.from_dict(raw)
+        config = read_config(checkpoint)
     else:
         config = preset(config_name or "evo1-0.77b")
     counts = parameter_counts(meta_model(config))

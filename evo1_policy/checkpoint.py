@@ -102,15 +102,26 @@ def load_checkpoint(
         return load_lerobot_checkpoint(folder, raw_config, allow_partial, tokenizer_dir, arm, base)
     if not (folder / TOKENIZER_FILE).is_file() and tokenizer_dir is None:
         raise CheckpointError(f"checkpoint {folder} lacks {TOKENIZER_FILE}")
-    raw_config.pop("format")
-    try:
-        config = Evo1Config.from_dict(raw_config)
-    except (TypeError, ValueError) as error:
-        raise CheckpointError(f"{folder / CONFIG_FILE}: {error}") from None
-    model = Evo1Model(config)
+    model = Evo1Model(_config_from_json(raw_config, folder / CONFIG_FILE))
     report = _load_into(model, load_file(str(folder / WEIGHTS_FILE)), str(folder), allow_partial)
     tokenizer = PromptTokenizer.from_dir(tokenizer_dir or folder)
     return model, Normalizer.load(folder, arm), tokenizer, report
+
+
+def read_config(folder: str | Path) -> Evo1Config:
+    """The Evo1Config of one of our checkpoint folders."""
+    path = Path(folder) / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {folder} lacks {CONFIG_FILE}")
+    return _config_from_json(_read_json(path), path)
+
+
+def _config_from_json(raw: dict[str, Any], path: Path) -> Evo1Config:
+    raw = {k: v for k, v in raw.items() if k != "format"}
+    try:
+        return Evo1Config.from_dict(raw)
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{path}: {error}") from None
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -175,7 +175,7 @@ class Evo1Policy:
         return self.predict_chunks([observation], steps, seed, None if guidance is None else [guidance])[0]
 
     def _guidance(self, guidance: Sequence[ChunkGuidance | None], states: np.ndarray) -> Guidance:
-        horizon, width = self.config.horizon, self.config.max_action_dim
+        horizon = self.config.horizon
         target = np.zeros((len(guidance), horizon, self.action_dim))
         weights = np.zeros((len(guidance), horizon), dtype=np.float32)
         max_weight = 0.0
@@ -193,7 +193,5 @@ class Evo1Policy:
             target[i, : len(actions)] = actions
             weights[i, : len(w)] = np.clip(w, 0.0, 1.0)
             max_weight = max(max_weight, g.max_weight)
-        normalized = self.processor.model_actions(target, states)
-        padded = torch.zeros((len(guidance), horizon, width))
-        padded[..., : normalized.shape[-1]] = normalized
-        return Guidance(padded.to(self.device), torch.from_numpy(weights).to(self.device), max_weight)
+        normalized = self.processor.model_actions(target, states)  # already padded to max_action_dim
+        return Guidance(normalized.to(self.device), torch.from_numpy(weights).to(self.device), max_weight)

@@ -87,8 +87,9 @@ def write_report(
     per_bag: dict[str, dict[str, dict[str, Any]]],
     aggregate: dict[str, dict[str, Any]],
     extra: dict[str, Any] | None = None,
-) -> Path:
-    """results[label][i]: one run per checkpoint label; per_bag[label][bag] and aggregate[label]: metrics."""
+) -> str:
+    """results[label][i]: one run per checkpoint label; per_bag[label][bag] and aggregate[label]: metrics.
+    Writes the files into `out` and returns the summary table (for the terminal)."""
     out.mkdir(parents=True, exist_ok=True)
     labels = list(results)
     images: list[Path] = [
@@ -106,7 +107,7 @@ def write_report(
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     table = summary_table(
         [(f"{label}: {Path(bag).name}", m) for label in labels for bag, m in per_bag[label].items()]
-        + [(f"{label}: all", aggregate[label]) for label in labels]
+        + [(f"{label}: all {len(per_bag[label])} bag(s)", aggregate[label]) for label in labels]
     )
     (out / "summary.txt").write_text(table + "\n")
     body = [
@@ -121,4 +122,4 @@ def write_report(
         + "\n".join(body)
         + "</body></html>\n"
     )
-    return out
+    return table
