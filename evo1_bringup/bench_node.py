@@ -139,7 +139,9 @@ def bench_node(
     warmup: float = 8.0,
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
-        overrides = {"model.checkpoint": checkpoint} if checkpoint else {"model.preset": "evo1-tiny"}
+        overrides = {"model.checkpoint": checkpoint, "model.preset": ""}
+        if not checkpoint:
+            overrides = {"model.checkpoint": "", "model.preset": "evo1-tiny"}
         arm_yaml = config_with_cameras(arm_config, cameras, Path(tmp), **overrides)
         config = ArmConfig.from_yaml(arm_yaml)
         env = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}

@@ -7,6 +7,7 @@ same arm YAML and the same argument defaults (launch_args.py), in one process.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import rclpy
@@ -61,9 +62,11 @@ def bringup(
     dry_run: str,
     namespace: str,
     sim: str,
+    episodes: str = "0",
     instruction: str | None = None,
     duration: float | None = None,
     report_every: float = 2.0,
+    videos: str | None = None,
 ) -> dict[str, Any]:
     arm_yaml = config_path(arm_config)
     config = ArmConfig.from_yaml(arm_yaml)  # a bad YAML stops here with its problems named
@@ -71,15 +74,23 @@ def bringup(
     with rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO):
         policy = PolicyNode()
         nodes: list[Node] = [policy]
-        sim_node = None
+        sim_node = runner = None
         if parse_bool(sim):
             from .sim_arm import SimArmNode
 
             sim_node = SimArmNode(config)
             nodes.append(sim_node)
+            if int(episodes) > 0 and not instruction:
+                from .sim_episodes import EpisodeRunner
+                from .sim_scene import EVAL_SEED_START
+
+                seeds = list(range(EVAL_SEED_START, EVAL_SEED_START + int(episodes)))
+                video_dir = Path(videos) if videos else None
+                runner = EpisodeRunner(config, seeds, video_dir=video_dir, videos=3 if videos else 0)
+                nodes.append(runner)
         nodes.append(Monitor(policy, instruction, config.topics.instruction, report_every))
         started = time.monotonic()
-        spin_until_signal(nodes, duration=duration)
+        spin_until_signal(nodes, duration=duration, until=(lambda: runner.done) if runner else None)
         summary = {
             "seconds": round(time.monotonic() - started, 1),
             "chunks": policy._chunks,
@@ -89,6 +100,14 @@ def bringup(
         }
         if sim_node is not None:
             summary["sim_trajectories_followed"] = sim_node.trajectories
+        if runner is not None:
+            from .sim_episodes import format_summary, summarize
+
+            results = summarize(runner.outcomes)
+            print(format_summary(results), flush=True)
+            summary["episodes"] = {k: v for k, v in results.items() if k != "outcomes"}
+            if videos:
+                print(f"[evo1] videos and frame strips of the first episodes: {videos}", flush=True)
         for node in nodes:
             node.destroy_node()
     return summary

@@ -57,8 +57,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
     )
     print(report.summary())
     dtype = torch.bfloat16 if args.bf16 else None
-    save_checkpoint(args.destination, model, normalizer, tokenizer, {"converted_from": str(args.source)}, dtype=dtype)
-    print(f"wrote {args.destination} (config.json, model.safetensors, norm_stats.json, tokenizer.json)")
+    metadata = {"converted_from": str(args.source)}
+    save_checkpoint(args.destination, model, normalizer, tokenizer, metadata, dtype, not args.bundled_tokenizer)
+    files = "config.json, model.safetensors, norm_stats.json" + ("" if args.bundled_tokenizer else ", tokenizer.json")
+    print(f"wrote {args.destination} ({files})")
     return 0
 
 
@@ -96,6 +98,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     p.add_argument("--arm", help="entry of a multi-arm norm_stats.json")
     p.add_argument("--allow-partial", action="store_true", help="accept missing/unexpected weights (reported)")
     p.add_argument("--bf16", action="store_true", help="store the weights in bfloat16 (half the size)")
+    p.add_argument(
+        "--bundled-tokenizer",
+        action="store_true",
+        help="leave tokenizer.json out (11 MB); loading then uses the bundled Qwen2 one, checked by hash",
+    )
     p.add_argument(
         "--base-preset",
         default="evo1-0.77b",

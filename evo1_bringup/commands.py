@@ -21,8 +21,10 @@ def cmd_bringup(args: argparse.Namespace) -> int:
         args.dry_run,
         args.namespace,
         args.sim,
+        args.episodes,
         instruction=args.instruction,
         duration=args.duration,
+        videos=args.videos,
     )
     print("[evo1] summary: " + json.dumps(summary))
     return 0 if summary["chunks"] > 0 or not args.duration else 1
@@ -87,12 +89,29 @@ def cmd_eval_bag(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sim_eval(args: argparse.Namespace) -> int:
+    from .sim_eval import sim_eval
+
+    for wrong in [False, True] if args.wrong_instruction == "both" else [args.wrong_instruction == "only"]:
+        out = f"{args.out}/wrong_instruction" if wrong else args.out
+        sim_eval(args.checkpoint, args.episodes, out, args.seed_start, wrong, args.videos, args.arm_config, args.device)
+    return 0
+
+
+def cmd_sim_record(args: argparse.Namespace) -> int:
+    from .sim_eval import sim_record
+
+    sim_record(args.out, args.episodes, args.seed_start, args.arm_config)
+    return 0
+
+
 def register(sub: argparse._SubParsersAction, handlers: dict[str, Handler]) -> None:
     p = sub.add_parser("bringup", help="start the policy node (and simulated arm) like arm.launch.py")
     for arg in LAUNCH_ARGUMENTS:
         p.add_argument(f"--{arg.name.replace('_', '-')}", dest=arg.name, default=arg.default, help=arg.description)
     p.add_argument("--instruction", help="publish this instruction at start")
     p.add_argument("--duration", type=float, help="stop after this many seconds and print a summary")
+    p.add_argument("--videos", metavar="DIR", help="with --episodes: save mp4s and frame strips of the first 3")
     handlers["bringup"] = cmd_bringup
 
     p = sub.add_parser("instruct", help="send an instruction to a running policy node")
@@ -141,3 +160,28 @@ def register(sub: argparse._SubParsersAction, handlers: dict[str, Handler]) -> N
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     handlers["eval-bag"] = cmd_eval_bag
+
+    from .sim_scene import EVAL_SEED_START
+
+    p = sub.add_parser("sim-eval", help="success rate of a checkpoint on the simulated arm (sim + node processes)")
+    p.add_argument("--checkpoint", default="", help="default: the one the arm config names (the shipped policy)")
+    p.add_argument("--episodes", type=int, default=50)
+    p.add_argument("--seed-start", type=int, default=EVAL_SEED_START, help="placements: seeds from here on")
+    p.add_argument(
+        "--wrong-instruction",
+        default="no",
+        choices=["no", "only", "both"],
+        help="only/both: also run each episode told to touch another cube (does the policy listen?)",
+    )
+    p.add_argument("--videos", type=int, default=3, help="save mp4 and a frame strip of the first N episodes")
+    p.add_argument("--out", default="sim_eval")
+    p.add_argument("--arm-config", default="sim_arm")
+    p.add_argument("--device", default="auto")
+    handlers["sim-eval"] = cmd_sim_eval
+
+    p = sub.add_parser("sim-record", help="record expert demonstrations on the simulated arm as bags")
+    p.add_argument("--out", required=True)
+    p.add_argument("--episodes", type=int, default=200)
+    p.add_argument("--seed-start", type=int, default=0)
+    p.add_argument("--arm-config", default="sim_arm")
+    handlers["sim-record"] = cmd_sim_record

@@ -19,6 +19,7 @@ LAUNCH_ARGUMENTS = (
     LaunchArgument("dry_run", "false", "true: compute and publish chunks and status, but no trajectories"),
     LaunchArgument("namespace", "", "ROS namespace for every node (topics are relative, so they follow it)"),
     LaunchArgument("sim", "true", "true: also start the simulated arm (no hardware needed)"),
+    LaunchArgument("episodes", "0", "with sim: run this many scored episodes of the sim's task and print the results"),
 )
 
 DEFAULTS = {arg.name: arg.default for arg in LAUNCH_ARGUMENTS}
@@ -26,6 +27,7 @@ DEFAULTS = {arg.name: arg.default for arg in LAUNCH_ARGUMENTS}
 # Executables (console scripts installed into lib/evo1_bringup) the launch file starts.
 POLICY_EXECUTABLE = "evo1_policy_node"
 SIM_EXECUTABLE = "evo1_sim_arm"
+EPISODES_EXECUTABLE = "evo1_sim_episodes"
 
 
 def parse_bool(value: str) -> bool:

@@ -15,6 +15,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,7 @@ from evo1_policy.policy import Evo1Policy
 
 from .arm_config import NODE_NAME, ArmConfig, parameter_schema
 from .chunking import ChunkExecutor, Request
+from .paths import checkpoint_path
 from .safety import Limits, check_chunk, finite_difference_velocities, safe_path
 
 INSTRUCTION_QOS = QoSProfile(
@@ -52,7 +54,7 @@ def load_policy(config: ArmConfig) -> Evo1Policy:
     m = config.model
     dtype = m.dtype or None
     if m.checkpoint:
-        return Evo1Policy.from_checkpoint(m.checkpoint, device=m.device, dtype=dtype)
+        return Evo1Policy.from_checkpoint(checkpoint_path(m.checkpoint), device=m.device, dtype=dtype)
     if m.preset:
         dims = len(config.action_names)
         normalizer = Normalizer.from_limits(config.lower, config.upper, config.action_names)
@@ -463,7 +465,9 @@ class PolicyNode(LifecycleNode):
             self._set_reason(reason)
             self.tick_durations.append(time.monotonic() - started)
             return
-        if self._last_command is None:
+        if self._last_command is None or self._holding:
+            # Motion (re)starts from where the arm is: while the node held, something else (a
+            # person, a reset, another controller) may have moved it.
             self._last_command = self._joints.value.copy()
         with self._lock:
             plan = self.executor_plan
@@ -631,8 +635,11 @@ def _check_image_fields(msg: Any) -> str:
     return ""
 
 
-def spin_until_signal(nodes: list[Any], context: Any = None, duration: float | None = None) -> None:
-    """Spin until SIGINT/SIGTERM (or `duration` seconds), then hold and shut every node down cleanly."""
+def spin_until_signal(
+    nodes: list[Any], context: Any = None, duration: float | None = None, until: Callable[[], bool] | None = None
+) -> None:
+    """Spin until SIGINT/SIGTERM (or `duration` seconds, or `until()`), then hold and shut every
+    node down cleanly."""
     stop = threading.Event()
     deadline = time.monotonic() + duration if duration else math.inf
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -644,7 +651,7 @@ def spin_until_signal(nodes: list[Any], context: Any = None, duration: float | N
             autostart = isinstance(node, PolicyNode) and node.get_parameter("autostart").value
             if autostart and node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
                 node.trigger_activate()
-        while not stop.is_set() and time.monotonic() < deadline:
+        while not stop.is_set() and time.monotonic() < deadline and not (until and until()):
             executor.spin_once(timeout_sec=0.05)
     except ExternalShutdownException:
         pass
@@ -663,3 +670,7 @@ def main(args: list[str] | None = None) -> int:
         spin_until_signal([node])
         node.destroy_node()
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -33,3 +33,15 @@ def config_path(name_or_path: str) -> Path:
             return folder / name
     available = sorted(p.stem for p in (_CHECKOUT / "config").glob("*.yaml"))
     raise FileNotFoundError(f"arm config {name_or_path!r} not found; the suite ships {available}")
+
+
+def checkpoint_path(name_or_path: str) -> Path:
+    """A checkpoint folder by path, or by name in models/ (the policies the suite ships)."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    for folder in (share_dir() / "models", _CHECKOUT / "models"):
+        if (folder / name_or_path).is_dir():
+            return folder / name_or_path
+    shipped = sorted(p.name for p in (_CHECKOUT / "models").glob("*") if p.is_dir())
+    raise FileNotFoundError(f"checkpoint {name_or_path!r} is neither a folder nor one the suite ships ({shipped})")

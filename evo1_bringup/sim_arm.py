@@ -1,31 +1,40 @@
-"""A simulated arm driver for running the suite without hardware.
+"""A simulated arm driver for running the suite without hardware (MuJoCo, see sim_scene.py).
 
 It behaves like a ros2_control arm with joint_trajectory_controller: it follows
 trajectory_msgs/JointTrajectory (cubic interpolation between points from positions and
 velocities, a new trajectory replaces the active one from the current state, joint limits),
-and publishes sensor_msgs/JointState and one camera image per configured camera at 30 Hz.
-The picture is a top view of a planar arm over a table with coloured blocks, drawn with OpenCV.
+and publishes sensor_msgs/JointState and one image per configured camera ('front', 'side') at
+30 Hz. The task: touch the cube the instruction names. `~/start_episode` (StartEpisode) puts the
+arm home and places the cubes from a seed; `sim/episode_events` (EpisodeEvent) reports the start
+and the end (a cube touched, or the timeout) of every episode.
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import math
 import time
 from dataclasses import dataclass
 from typing import Any
 
-import cv2
 import numpy as np
 import rclpy
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import Image, JointState
 from trajectory_msgs.msg import JointTrajectory
 
+from evo1_msgs.msg import EpisodeEvent
+from evo1_msgs.srv import StartEpisode
+
 from .arm_config import ArmConfig
-from .node import COMMAND_QOS
+from .node import COMMAND_QOS, spin_until_signal
+from .sim_scene import HOME, Scene, random_placement
+
+EVENTS_TOPIC = "sim/episode_events"
+START_SERVICE = "sim/start_episode"
+# Reliable, and the last few kept for a late subscriber (an evaluator that starts after the sim).
+EVENT_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 @dataclass
@@ -95,70 +104,57 @@ class TrajectoryFollower:
     def step(self, now: float) -> None:
         self.position, self.velocity = self.sample(now)
 
-
-BLOCK_COLORS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220), "yellow": (230, 200, 40)}
-
-
-class PlanarScene:
-    """Top view of a planar arm (revolute joints, equal links) over a table with coloured blocks."""
-
-    def __init__(self, joints: int, size: int = 224, seed: int = 0):
-        self.size = size
-        self.link = 0.8 / max(joints, 1)
-        rng = np.random.default_rng(seed)
-        self.blocks = {name: rng.uniform([-0.6, 0.2], [0.6, 0.8]) for name in BLOCK_COLORS}
-
-    def tip(self, angles: np.ndarray) -> np.ndarray:
-        return self.points(angles)[-1]
-
-    def points(self, angles: np.ndarray) -> np.ndarray:
-        heading, xy, pts = math.pi / 2, np.zeros(2), [np.zeros(2)]
-        for angle in angles:
-            heading += angle
-            xy = xy + self.link * np.array([math.cos(heading), math.sin(heading)])
-            pts.append(xy)
-        return np.array(pts)
-
-    def render(self, angles: np.ndarray, gripper: float | None = None) -> np.ndarray:
-        s = self.size
-        image = np.full((s, s, 3), (205, 190, 160), np.uint8)
-
-        def px(xy: np.ndarray) -> tuple[int, int]:
-            return int((xy[0] + 1) / 2 * s), int((1 - (xy[1] + 0.1) / 1.1) * s)
-
-        for name, xy in self.blocks.items():
-            cx, cy = px(xy)
-            half = s // 28
-            cv2.rectangle(image, (cx - half, cy - half), (cx + half, cy + half), BLOCK_COLORS[name], -1)
-        pts = [px(p) for p in self.points(angles)]
-        for a, b in itertools.pairwise(pts):
-            cv2.line(image, a, b, (60, 60, 60), max(2, s // 50))
-        radius = max(3, s // 40) + (0 if gripper is None else int(gripper * 3))
-        cv2.circle(image, pts[-1], radius, (20, 20, 20), -1)
-        return image
+    def reset(self, position: np.ndarray) -> None:
+        """Drop the active trajectory and put the joints at `position` (a simulator reset)."""
+        self.segments = []
+        self.position = np.clip(np.asarray(position, float), self.lower, self.upper)
+        self.velocity = np.zeros_like(self.position)
 
 
 class SimArmNode(Node):
+    """The MuJoCo arm as a ROS 2 driver: JointState and camera Images at `rate_hz`, JointTrajectory
+    in (arm joints and gripper), episodes started by a service and reported as EpisodeEvents."""
+
     def __init__(
-        self, config: ArmConfig, node_name: str = "evo1_sim_arm", rate_hz: float = 30.0, seed: int = 0, **kwargs: Any
+        self,
+        config: ArmConfig,
+        node_name: str = "evo1_sim_arm",
+        rate_hz: float = 30.0,
+        seed: int = 0,
+        image_size: int = 224,
+        episode_timeout: float = 8.0,
+        **kwargs: Any,
     ):
         super().__init__(node_name, **kwargs)
         self.config = config
         names = config.action_names
-        start = np.clip(np.zeros(len(names)), config.lower, config.upper)
-        self.follower = TrajectoryFollower(names, config.lower, config.upper, start)
-        self.scene = PlanarScene(len(config.joints.names), seed=seed)
+        self.scene = Scene(list(config.cameras.names), image_size, image_size)
+        self.follower = TrajectoryFollower(names, config.lower, config.upper, HOME[: len(names)])
+        self.scene.place(random_placement(seed))
+        self.episode_timeout = episode_timeout
         self.joint_pub = self.create_publisher(JointState, config.topics.joint_states, qos_profile_sensor_data)
         self.image_pubs = [self.create_publisher(Image, t, qos_profile_sensor_data) for t in config.cameras.topics]
+        self.event_pub = self.create_publisher(EpisodeEvent, EVENTS_TOPIC, EVENT_QOS)
         self.create_subscription(JointTrajectory, config.topics.trajectory, self._on_trajectory, COMMAND_QOS)
+        self.create_service(StartEpisode, START_SERVICE, self._on_start_episode)
         self.create_timer(1.0 / rate_hz, self._tick)
         self.trajectories = 0
         self.cameras_enabled = True  # False: stop publishing images (tests of the camera watchdog)
         self.joints_enabled = True  # False: stop publishing joint states (tests of that watchdog)
         self.last_joint_time = 0.0
         self.last_image_time = 0.0
+        self.episode = 0
+        self.episode_seed = seed
+        self.running = False
+        self.started_at = 0.0  # monotonic
+        self.started_stamp = 0.0  # ROS time, seconds
 
     def _on_trajectory(self, msg: JointTrajectory) -> None:
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        if stamp and stamp < self.started_stamp:
+            # Sent before the last reset teleported the arm home: following it would undo the reset.
+            self.get_logger().debug("trajectory from before the episode start ignored")
+            return
         points = [
             (p.time_from_start.sec + p.time_from_start.nanosec * 1e-9, np.array(p.positions), np.array(p.velocities))
             for p in msg.points
@@ -169,9 +165,64 @@ class SimArmNode(Node):
         else:
             self.trajectories += 1
 
+    def _on_start_episode(
+        self, request: StartEpisode.Request, response: StartEpisode.Response
+    ) -> StartEpisode.Response:
+        try:
+            placement = random_placement(int(request.seed), request.target or None)
+        except ValueError as error:
+            response.success, response.message = False, str(error)
+            return response
+        if self.running:
+            self._end("")  # a new start ends the running episode unscored
+        self.follower.reset(HOME[: len(self.follower.names)])
+        self.scene.place(placement)
+        self.episode += 1
+        self.episode_seed = int(request.seed)
+        self.running = True
+        self.started_at = time.monotonic()
+        now = self.get_clock().now()
+        self.started_stamp = now.nanoseconds * 1e-9
+        self._publish_event("start", now.to_msg())
+        response.success, response.message = True, f"episode {self.episode} started"
+        response.episode, response.instruction, response.target = self.episode, placement.instruction, placement.target
+        self.get_logger().info(f"episode {self.episode} (seed {request.seed}): {placement.instruction!r}")
+        return response
+
+    def _publish_event(self, kind: str, stamp: Any, touched: str = "") -> None:
+        placement = self.scene.placement
+        event = EpisodeEvent(
+            episode=self.episode,
+            event=kind,
+            seed=self.episode_seed,
+            instruction=placement.instruction,
+            target=placement.target,
+            object_names=list(placement.cubes),
+            object_positions=[float(v) for name in placement.cubes for v in self.scene.cube_center(name)],
+            tip_position=self.scene.tip.tolist(),
+        )
+        event.header.stamp = stamp
+        if kind == "end":
+            event.touched = touched
+            event.success = touched == placement.target
+            event.duration = time.monotonic() - self.started_at
+            event.final_distance = self.scene.distance_to(placement.target)
+        self.event_pub.publish(event)
+
+    def _end(self, touched: str) -> None:
+        self.running = False
+        self._publish_event("end", self.get_clock().now().to_msg(), touched)
+        outcome = f"touched the {touched} cube" if touched else "timed out"
+        self.get_logger().info(f"episode {self.episode} ended: {outcome}")
+
     def _tick(self) -> None:
         now = time.monotonic()
         self.follower.step(now)
+        self.scene.pose(self.follower.position)
+        if self.running:
+            touched = self.scene.touched()
+            if touched or now - self.started_at > self.episode_timeout:
+                self._end(touched or "")
         stamp = self.get_clock().now().to_msg()
         follower = self.follower
         state = JointState(
@@ -183,15 +234,17 @@ class SimArmNode(Node):
             self.last_joint_time = time.monotonic()
         if not self.cameras_enabled:
             return
-        arm = self.follower.position[: len(self.config.joints.names)]
-        gripper = self.follower.position[-1] if self.config.gripper.name else None
-        frame = self.scene.render(arm, gripper)
         for name, pub in zip(self.config.cameras.names, self.image_pubs, strict=True):
+            frame = self.scene.render(name)
             msg = Image(height=frame.shape[0], width=frame.shape[1], encoding="rgb8", step=frame.shape[1] * 3)
             msg.header.stamp, msg.header.frame_id = stamp, name
             msg.data = frame.tobytes()
             pub.publish(msg)
         self.last_image_time = time.monotonic()
+
+    def destroy_node(self) -> None:
+        self.scene.close()
+        super().destroy_node()
 
 
 def main(args: list[str] | None = None) -> int:
@@ -201,10 +254,16 @@ def main(args: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description="Simulated arm for the Evo-1 suite")
     parser.add_argument("--arm-config", default="sim_arm")
+    parser.add_argument("--seed", type=int, default=0, help="placement of the cubes before the first episode")
+    parser.add_argument("--episode-timeout", type=float, default=8.0, help="seconds before an episode ends unscored")
     known, ros_args = parser.parse_known_args(args)
     config = ArmConfig.from_yaml(config_path(known.arm_config))
-    with rclpy.init(args=ros_args):
-        node = SimArmNode(config)
-        with contextlib.suppress(KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-            rclpy.spin(node)
+    with rclpy.init(args=ros_args, signal_handler_options=SignalHandlerOptions.NO):
+        node = SimArmNode(config, seed=known.seed, episode_timeout=known.episode_timeout)
+        spin_until_signal([node])
+        node.destroy_node()
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

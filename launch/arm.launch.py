@@ -11,7 +11,14 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 from evo1_bringup.arm_config import NODE_NAME
-from evo1_bringup.launch_args import LAUNCH_ARGUMENTS, POLICY_EXECUTABLE, SIM_EXECUTABLE, parse_bool, policy_overrides
+from evo1_bringup.launch_args import (
+    EPISODES_EXECUTABLE,
+    LAUNCH_ARGUMENTS,
+    POLICY_EXECUTABLE,
+    SIM_EXECUTABLE,
+    parse_bool,
+    policy_overrides,
+)
 from evo1_bringup.paths import PACKAGE, config_path
 from launch import LaunchDescription
 
@@ -41,6 +48,17 @@ def _nodes(context, *args, **kwargs):
                 output="screen",
             )
         )
+        if int(value["episodes"]) > 0:
+            nodes.append(
+                Node(
+                    package=PACKAGE,
+                    executable=EPISODES_EXECUTABLE,
+                    name="evo1_sim_episodes",
+                    namespace=value["namespace"],
+                    arguments=["--arm-config", arm_yaml, "--episodes", value["episodes"]],
+                    output="screen",
+                )
+            )
     return nodes
 
 

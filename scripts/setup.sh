@@ -48,8 +48,16 @@ fi
 rm -f "$READY"
 "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null || NEED_APT_VENV=1
 
-# 2. System packages (cmake and a C++ compiler build evo1_msgs).
+# 2. System packages (cmake and a C++ compiler build evo1_msgs; EGL and Mesa's software
+#    OpenGL render the MuJoCo simulator headless).
 missing_apt=()
+LDCONFIG=$(command -v ldconfig || echo /sbin/ldconfig)
+for lib in libEGL.so.1 libEGL_mesa.so.0 libGL.so.1 libgbm.so.1; do
+    "$LDCONFIG" -p 2>/dev/null | grep -q "$lib" || missing_apt+=("$(
+        case $lib in libEGL.so.1) echo libegl1 ;; libEGL_mesa.so.0) echo libegl-mesa0 ;;
+            libGL.so.1) echo libgl1 ;; libgbm.so.1) echo libgbm1 ;; esac)")
+done
+[ -d /usr/lib/x86_64-linux-gnu/dri ] || [ -d /usr/lib/aarch64-linux-gnu/dri ] || missing_apt+=(libgl1-mesa-dri)
 command -v cmake >/dev/null 2>&1 || missing_apt+=(cmake)
 command -v g++ >/dev/null 2>&1 || missing_apt+=(g++)
 command -v make >/dev/null 2>&1 || missing_apt+=(make)
@@ -126,11 +134,16 @@ mkdir -p "$VENV/build"
 
 # 7. Verify in a fresh interpreter, exactly as later commands will import things.
 step "verifying"
-"$VENV/bin/python" - <<'PY' || die "verification failed: rclpy or evo1_msgs does not import (see above)."
+"$VENV/bin/python" - <<'PY' || die "verification failed: rclpy, evo1_msgs or the simulator (MuJoCo on EGL) does not work (see above)."
 import rclpy  # noqa: F401
 import torch  # noqa: F401
 from evo1_msgs.msg import ActionChunk, PolicyStatus  # noqa: F401
 import evo1_policy  # noqa: F401
+from evo1_msgs.msg import EpisodeEvent  # noqa: F401
+from evo1_bringup.sim_scene import Scene
+scene = Scene(["front"], 32, 32)
+assert scene.render("front").shape == (32, 32, 3)
+scene.close()
 PY
 
 echo "$want" >"$READY"

@@ -27,6 +27,8 @@ NODE_EXECUTABLE = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "evo1_
 
 def start_node(env: dict[str, str], yaml: Path = SIM_YAML, **overrides: Any) -> subprocess.Popen[str]:
     args = [str(NODE_EXECUTABLE), "--ros-args", "--params-file", str(yaml)]
+    if "model__preset" in overrides and "model__checkpoint" not in overrides:
+        overrides["model__checkpoint"] = "''"  # the untrained preset, not the arm config's checkpoint
     for name, value in overrides.items():
         text = str(value).lower() if isinstance(value, bool) else str(value)
         args += ["-p", f"{name.replace('__', '.')}:={text}"]

@@ -238,3 +238,29 @@ def test_evo1_convert_writes_our_format(tmp_path: Path) -> None:
     assert not report.missing and not report.unexpected
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
+
+
+def test_checkpoint_without_tokenizer_uses_the_bundled_one_checked_by_hash(tmp_path: Path, rgb: np.ndarray) -> None:
+    """What the shipped policy does to stay small: bf16 weights, no tokenizer.json (11 MB)."""
+    from evo1_bringup.cli import main
+
+    policy = Evo1Policy.from_preset("evo1-tiny", 7, 7, device="cpu", seed=2, normalizer=_fitted_normalizer())
+    policy.save(tmp_path / "full")
+    assert main(["convert", str(tmp_path / "full"), str(tmp_path / "small"), "--bf16", "--bundled-tokenizer"]) == 0
+    small = tmp_path / "small"
+    assert not (small / "tokenizer.json").exists()
+    assert (small / "model.safetensors").stat().st_size < 0.55 * (
+        tmp_path / "full" / "model.safetensors"
+    ).stat().st_size
+    loaded = Evo1Policy.from_checkpoint(small, device="cpu")
+    text = "touch the red cube"
+    assert loaded.processor.tokenizer.prompt_ids(text, 1, 4) == policy.processor.tokenizer.prompt_ids(text, 1, 4)
+    state = np.linspace(-0.5, 0.5, 7)
+    np.testing.assert_allclose(
+        loaded.predict_chunk([rgb], state, text, seed=1), policy.predict_chunk([rgb], state, text, seed=1), atol=0.1
+    )
+    config = json.loads((small / "config.json").read_text())
+    config["bundled_tokenizer_sha256"] = "0" * 64  # trained with another vocabulary
+    (small / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="bundled tokenizer with sha256 000000000000"):
+        load_checkpoint(small)

@@ -17,7 +17,7 @@ from evo1_bringup.bench_node import Feeder, config_with_cameras, node_rss_mb, sp
 @pytest.mark.slow
 @pytest.mark.ros
 def test_three_cameras_at_30_hz_for_60_s(ros_context, ros_env, tmp_path: Path) -> None:
-    arm_yaml = config_with_cameras("sim_arm", 3, tmp_path, **{"model.preset": "evo1-tiny"})
+    arm_yaml = config_with_cameras("sim_arm", 3, tmp_path, **{"model.checkpoint": "", "model.preset": "evo1-tiny"})
     config = ArmConfig.from_yaml(arm_yaml)
     process = start_policy_process(arm_yaml, ros_env)
     feeder = Feeder(config, (480, 640), context=ros_context)

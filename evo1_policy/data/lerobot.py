@@ -189,7 +189,7 @@ def _decode_video(
 # ---------------------------------------------------------------------------------------- writing
 
 
-def _encode_video(path: Path, frames: list[np.ndarray], fps: float, lossless: bool) -> None:
+def encode_video(path: Path, frames: list[np.ndarray], fps: float, lossless: bool) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     height, width = frames[0].shape[:2]
     with av.open(str(path), "w") as container:
@@ -286,7 +286,7 @@ def write_lerobot(
             pq.write_table(_frame_table(e, first, task_index[e.instruction]), data)
             for name, images in zip(e.camera_names, e.images, strict=True):
                 video = info["video_path"].format(episode_chunk=0, video_key=IMAGE_PREFIX + name, episode_index=e.index)
-                _encode_video(root / video, list(images), fps, lossless)
+                encode_video(root / video, list(images), fps, lossless)
             lines.append(json.dumps({"episode_index": e.index, "tasks": [e.instruction], "length": e.length}))
             first += e.length
         (root / "meta" / "episodes.jsonl").write_text("\n".join(lines) + "\n")
@@ -323,7 +323,7 @@ def write_lerobot(
         pq.write_table(pa.concat_tables(tables), data)
         for c, name in enumerate(episodes[0].camera_names):
             video = root / info["video_path"].format(video_key=IMAGE_PREFIX + name, chunk_index=0, file_index=0)
-            _encode_video(video, [frame for e in episodes for frame in e.images[c]], fps, lossless)
+            encode_video(video, [frame for e in episodes for frame in e.images[c]], fps, lossless)
         episodes_file = root / "meta" / "episodes" / "chunk-000" / "file-000.parquet"
         episodes_file.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.Table.from_pylist(meta), episodes_file)

@@ -80,6 +80,23 @@ def _evo1_msg_folders() -> list[Path]:
     return [f for f in folders if f.is_dir()]
 
 
+def deserialize(reader: AnyReader, raw: bytes, msgtype: str) -> Any:
+    """One message. rosbags rejects some CDR that ROS 2's own middleware writes (an empty array
+    after a float64 array, e.g. a JointState without efforts, as many drivers publish it); ROS 2's
+    deserializer reads those, and its messages have the same fields."""
+    try:
+        return reader.deserialize(raw, msgtype)
+    except Exception as error:  # noqa: BLE001 - rosbags raises plain exceptions for size mismatches
+        try:
+            import importlib
+
+            from rclpy.serialization import deserialize_message
+        except ImportError:
+            raise error from None
+        package, _, name = msgtype.split("/")
+        return deserialize_message(bytes(raw), getattr(importlib.import_module(f"{package}.msg"), name))
+
+
 def _stamp(msg: Any, log_time_ns: int) -> float:
     header = getattr(msg, "header", None)
     if header is not None and (header.stamp.sec or header.stamp.nanosec):
@@ -129,7 +146,7 @@ def _read(reader: AnyReader, path: Path, spec: BagSpec, instruction: str | None,
     texts: list[str] = []
     wanted = [*cameras, joints] + ([command] if command else []) + ([text_connection] if text_connection else [])
     for connection, log_time, raw in reader.messages(connections=wanted):
-        msg = reader.deserialize(raw, connection.msgtype)
+        msg = deserialize(reader, raw, connection.msgtype)
         if connection in cameras:
             frame_stamps[cameras.index(connection)].append(_stamp(msg, log_time))
         elif connection is joints:
@@ -178,7 +195,7 @@ def _read(reader: AnyReader, path: Path, spec: BagSpec, instruction: str | None,
         counters[cam] += 1
         if number not in needed[cam]:
             continue
-        msg = reader.deserialize(raw, connection.msgtype)
+        msg = deserialize(reader, raw, connection.msgtype)
         try:
             rgb = decode_compressed_msg(msg) if "Compressed" in connection.msgtype else decode_image_msg(msg)
         except ImageError as error:

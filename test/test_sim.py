@@ -1,0 +1,160 @@
+"""The MuJoCo arm, its expert, the recording path and the shipped policy closing the loop over ROS 2."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from evo1_bringup.arm_config import ArmConfig
+from evo1_bringup.paths import checkpoint_path, config_path
+from evo1_bringup.sim_arm import TrajectoryFollower
+from evo1_bringup.sim_expert import ReachExpert
+from evo1_bringup.sim_scene import (
+    CUBE_COLORS,
+    EVAL_SEED_START,
+    HOME,
+    MIN_SEPARATION,
+    Scene,
+    named_object,
+    random_placement,
+)
+
+CONFIG = ArmConfig.from_yaml(config_path("sim_arm"))
+
+
+def test_placements_are_seeded_separated_and_on_the_table() -> None:
+    a, b = random_placement(7), random_placement(7)
+    assert a.target == b.target and all(np.array_equal(a.cubes[c], b.cubes[c]) for c in CUBE_COLORS)
+    targets = set()
+    for seed in range(200):
+        placement = random_placement(seed)
+        points = np.stack(list(placement.cubes.values()))
+        gaps = [np.linalg.norm(p - q) for i, p in enumerate(points) for q in points[i + 1 :]]
+        assert min(gaps) >= MIN_SEPARATION and (points[:, 0] > 0.15).all()
+        targets.add(placement.target)
+    assert targets == set(CUBE_COLORS)
+    assert random_placement(3, "green").target == "green"
+    with pytest.raises(ValueError, match="unknown target 'purple'"):
+        random_placement(3, "purple")
+
+
+def test_instructions_name_one_cube() -> None:
+    assert named_object("touch the red cube") == "red"
+    assert named_object("Touch the BLUE block, please") == "blue"
+    assert named_object("touch the red or the blue cube") is None
+    assert named_object("wave") is None
+
+
+def test_scene_renders_the_arm_and_the_cubes() -> None:
+    scene = Scene(["front", "side"], 96, 96)
+    try:
+        scene.place(random_placement(1))
+        front, side = scene.render("front"), scene.render("side")
+        assert front.shape == (96, 96, 3) and front.dtype == np.uint8
+        assert not np.array_equal(front, side)
+        before = front.copy()
+        scene.pose(HOME + np.array([0.8, 0, 0, 0, 0, 0]))  # swing the base: the picture changes
+        assert np.abs(scene.render("front").astype(int) - before).sum() > 0
+        # Each cube's colour is in the picture (pure-ish red, green, blue pixels).
+        image = before.astype(int)
+        for channel in range(3):
+            others = [c for c in range(3) if c != channel]
+            dominant = (image[..., channel] > 100) & (image[..., channel] > image[..., others].max(-1) + 60)
+            assert dominant.sum() >= 4, f"no pixels of cube colour channel {channel}"
+    finally:
+        scene.close()
+
+
+def test_touch_is_detected_at_the_faces_only() -> None:
+    scene = Scene([])
+    placement = random_placement(2)
+    scene.place(placement)
+    target = placement.target
+    assert scene.touched() is None  # home is above everything
+    expert = ReachExpert(Scene([]), placement, HOME, 0.05)
+    for _ in range(200):
+        scene.pose(expert.next_positions())
+        if scene.touched():
+            break
+    assert scene.touched() == target and scene.distance_to(target) <= 0.012
+
+
+def test_expert_solves_every_placement_within_joint_speed_limits() -> None:
+    scene, scratch = Scene([]), Scene([])
+    max_step = np.asarray(CONFIG.joints.max_velocity) * 0.05
+    for seed in range(EVAL_SEED_START, EVAL_SEED_START + 40):
+        placement = random_placement(seed)
+        scene.place(placement)
+        expert = ReachExpert(scratch, placement, HOME, 0.05)
+        previous, touched = HOME.copy(), None
+        for _ in range(80):
+            q = expert.next_positions()
+            assert (np.abs(q[:5] - previous[:5]) <= max_step + 1e-9).all(), f"seed {seed}: too fast"
+            assert (q[:5] >= scene.lower).all() and (q[:5] <= scene.upper).all()
+            scene.pose(q)
+            previous = q
+            if touched := scene.touched():
+                break
+        assert touched == placement.target, f"seed {seed}: touched {touched}, not {placement.target}"
+        tip = scene.tip_axis
+        assert tip[2] < -0.99, "the fingers point down when they touch"
+
+
+def test_follower_reset_drops_the_trajectory() -> None:
+    follower = TrajectoryFollower(["a", "b"], [-1, -1], [1, 1], np.zeros(2))
+    assert follower.command(["a", "b"], [(1.0, np.array([0.5, 0.5]), None)], now=0.0) == ""
+    follower.reset(np.array([0.2, 2.0]))
+    follower.step(0.5)
+    assert np.allclose(follower.position, [0.2, 1.0])  # at the reset pose (clipped), not on the old path
+
+
+@pytest.mark.slow
+@pytest.mark.ros
+def test_expert_demonstrations_are_recorded_over_ros_as_trainable_bags(tmp_path, ros_env, monkeypatch) -> None:
+    """The expert drives the simulator (its own process) over ROS 2; the bags read back as episodes."""
+    from evo1_bringup.sim_eval import sim_record
+    from evo1_policy.data.rosbag import BagSpec, read_bag
+
+    for key, value in ros_env.items():
+        monkeypatch.setenv(key, value)
+    bags = sim_record(str(tmp_path / "demos"), episodes=2, seed_start=5)
+    assert [b.name for b in bags] == ["episode_seed00005", "episode_seed00006"]
+    spec = BagSpec.from_arm_config(CONFIG, image_size=224)
+    for seed, bag in zip([5, 6], bags, strict=True):
+        episode = read_bag(bag, spec)
+        placement = random_placement(seed)
+        assert episode.instruction == placement.instruction
+        assert 15 <= episode.length <= 60 and episode.images[0].shape[1:] == (224, 224, 3)
+        assert np.allclose(episode.states[0], HOME, atol=0.02), "episodes start at the home pose"
+        scene = Scene([])
+        scene.place(placement)
+        scene.pose(episode.actions[-1])
+        assert scene.distance_to(placement.target) < 0.03, "the last command ends at the named cube"
+        scene.close()
+
+
+@pytest.mark.slow
+@pytest.mark.ros
+def test_shipped_policy_moves_toward_the_named_cube(tmp_path, ros_env, monkeypatch) -> None:
+    """Closed loop through ROS 2 with the shipped checkpoint: simulator and policy node in their own
+    processes. Told to touch a cube, the fingertip ends near that cube and not near the others."""
+    from evo1_bringup.sim_eval import sim_eval
+
+    for key, value in ros_env.items():
+        monkeypatch.setenv(key, value)
+    assert (checkpoint_path("sim_touch") / "model.safetensors").is_file()
+    out = tmp_path / "eval"
+    summary = sim_eval("", episodes=3, out=str(out), seed_start=EVAL_SEED_START + 500, videos=1, device="cpu")
+    assert json.loads((out / "sim_eval.json").read_text())["episodes"] == 3
+    assert list((out / "videos").glob("*.mp4")) and list((out / "videos").glob("*.png"))
+    scene = Scene([])
+    for outcome in summary["outcomes"]:
+        placement = random_placement(outcome["seed"])
+        scene.place(placement)
+        scene.pose(HOME)
+        start = scene.distance_to(outcome["target"])
+        assert outcome["final_distance"] < 0.5 * start, f"no progress toward the {outcome['target']} cube: {outcome}"
+    scene.close()
+    assert summary["success_rate"] >= 2 / 3, summary
