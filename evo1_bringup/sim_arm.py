@@ -4,9 +4,10 @@ It behaves like a ros2_control arm with joint_trajectory_controller: it follows
 trajectory_msgs/JointTrajectory (cubic interpolation between points from positions and
 velocities, a new trajectory replaces the active one from the current state, joint limits),
 and publishes sensor_msgs/JointState and one image per configured camera ('front', 'side') at
-30 Hz. The task: touch the cube the instruction names. `~/start_episode` (StartEpisode) puts the
-arm home and places the cubes from a seed; `sim/episode_events` (EpisodeEvent) reports the start
-and the end (a cube touched, or the timeout) of every episode.
+30 Hz. The task: touch the cube the instruction names. `sim/start_episode` (StartEpisode) puts
+the arm at a start pose near home and places the cubes, both drawn from a seed;
+`sim/episode_events` (EpisodeEvent) reports the start and the end (a cube touched, or the
+timeout) of every episode.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from evo1_msgs.srv import StartEpisode
 
 from .arm_config import ArmConfig
 from .node import COMMAND_QOS, spin_until_signal
-from .sim_scene import HOME, Scene, random_placement
+from .sim_scene import HOME, Scene, random_placement, start_pose
 
 EVENTS_TOPIC = "sim/episode_events"
 START_SERVICE = "sim/start_episode"
@@ -175,7 +176,7 @@ class SimArmNode(Node):
             return response
         if self.running:
             self._end("")  # a new start ends the running episode unscored
-        self.follower.reset(HOME[: len(self.follower.names)])
+        self.follower.reset(start_pose(int(request.seed))[: len(self.follower.names)])
         self.scene.place(placement)
         self.episode += 1
         self.episode_seed = int(request.seed)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -94,12 +95,8 @@ class EpisodeRunner(Node):
         self.create_subscription(EpisodeEvent, EVENTS_TOPIC, self._on_event, EVENT_QOS)
         self.create_subscription(JointState, config.topics.joint_states, self._on_joint_state, qos_profile_sensor_data)
         for name, topic in zip(config.cameras.names, config.cameras.topics, strict=True):
-            self.create_subscription(
-                Image,
-                topic,
-                lambda msg, name=name, topic=topic: self._on_image(name, topic, msg),
-                qos_profile_sensor_data,
-            )
+            callback = partial(self._on_image, name)
+            self.create_subscription(Image, topic, callback, qos_profile_sensor_data)
         self.expert_scene = Scene([]) if driver == "expert" else None
         self.state = "idle"
         self.next_action_at = time.monotonic()
@@ -176,7 +173,7 @@ class EpisodeRunner(Node):
         self.state = "running"
         message = String(data=instruction)
         self.instruction_pub.publish(message)
-        self._record("instruction", self.config.topics.instruction, message, stamp)
+        self._record("instruction", message, stamp)
 
     def _finish(self, event: EpisodeEvent) -> None:
         info = self.current
@@ -240,15 +237,15 @@ class EpisodeRunner(Node):
                 )
             )
         self.trajectory_pub.publish(msg)
-        self._record("trajectory", self.config.topics.trajectory, msg)
+        self._record("trajectory", msg)
 
     # ------------------------------------------------------------------ recording
     def _on_joint_state(self, msg: JointState) -> None:
         self.joints = msg
-        self._record("joint_states", self.config.topics.joint_states, msg)
+        self._record("joint_states", msg)
 
-    def _on_image(self, name: str, topic: str, msg: Image) -> None:
-        self._record(f"camera_{name}", topic, msg)
+    def _on_image(self, name: str, msg: Image) -> None:
+        self._record(f"camera_{name}", msg)
         keep = self.video_dir is not None and len(self.outcomes) < self.videos and self.state == "running"
         if keep and name == self.config.cameras.names[0]:
             self.frames.append(decode_image_msg(msg))
@@ -264,23 +261,22 @@ class EpisodeRunner(Node):
         self.record_dir.mkdir(parents=True, exist_ok=True)
         self.writer = Writer(path, version=9, storage_plugin=StoragePlugin.MCAP)
         self.writer.open()
-        store = typestore()
-        types = {"instruction": "std_msgs/msg/String", "joint_states": "sensor_msgs/msg/JointState"}
-        types["trajectory"] = "trajectory_msgs/msg/JointTrajectory"
-        topics = {
-            "instruction": self.config.topics.instruction,
-            "joint_states": self.config.topics.joint_states,
-            "trajectory": self.config.topics.trajectory,
+        t = self.config.topics
+        recorded = {  # key -> (topic, type): what a user records on a real arm
+            "instruction": (t.instruction, "std_msgs/msg/String"),
+            "joint_states": (t.joint_states, "sensor_msgs/msg/JointState"),
+            "trajectory": (t.trajectory, "trajectory_msgs/msg/JointTrajectory"),
         }
         for name, topic in zip(self.config.cameras.names, self.config.cameras.topics, strict=True):
-            types[f"camera_{name}"], topics[f"camera_{name}"] = "sensor_msgs/msg/Image", topic
+            recorded[f"camera_{name}"] = (topic, "sensor_msgs/msg/Image")
+        store = typestore()
         self.connections = {
-            key: self.writer.add_connection(f"/{topics[key].lstrip('/')}", types[key], typestore=store) for key in types
+            key: self.writer.add_connection(f"/{topic.lstrip('/')}", msgtype, typestore=store)
+            for key, (topic, msgtype) in recorded.items()
         }
         self.bags.append(path)
 
-    def _record(self, key: str, topic: str, msg: Any, stamp: float | None = None) -> None:
-        del topic
+    def _record(self, key: str, msg: Any, stamp: float | None = None) -> None:
         if self.writer is None or self.state != "running":
             return
         if stamp is None:

@@ -27,6 +27,14 @@ from .sim_episodes import EpisodeRunner, format_summary, summarize
 from .sim_scene import EVAL_SEED_START
 
 
+def isolate_domain() -> int:
+    """A DDS domain of this run's own unless ROS_DOMAIN_ID is set: an evaluation must not hear
+    (or command) another simulator or policy node on the same machine or network."""
+    if not os.environ.get("ROS_DOMAIN_ID"):
+        os.environ["ROS_DOMAIN_ID"] = str(150 + os.getpid() % 80)
+    return int(os.environ["ROS_DOMAIN_ID"])
+
+
 def _spawn(module: str, args: list[str], log: Path) -> subprocess.Popen:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     handle = log.open("w")
@@ -85,6 +93,7 @@ def sim_eval(
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     seeds = list(range(seed_start, seed_start + episodes))
+    isolate_domain()
     sim_args = ["--arm-config", str(arm_yaml), "--seed", str(seed_start), "--episode-timeout", str(episode_timeout)]
     policy_args = ros_arguments(str(arm_yaml), checkpoint, device, "false", "")
     processes = [
@@ -120,6 +129,7 @@ def sim_record(
     out_dir.mkdir(parents=True, exist_ok=True)
     seeds = list(range(seed_start, seed_start + episodes))
     log = out_dir / "sim.log"
+    isolate_domain()
     sim_args = ["--arm-config", str(arm_yaml), "--seed", str(seed_start), "--episode-timeout", str(episode_timeout)]
     processes = [("simulator", _spawn("evo1_bringup.sim_arm", sim_args, log), log)]
     try:

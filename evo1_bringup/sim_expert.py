@@ -12,6 +12,7 @@ from .sim_scene import ARM_JOINTS, CUBE_HALF, Placement, Scene
 APPROACH_HEIGHT = 0.13  # fingertip height above the table before descending
 TOUCH_DEPTH = 0.01  # aim this far below the cube's top face, so contact is certain
 SPEED = 0.22  # fingertip speed (m/s)
+MAX_JOINT_STEP = 0.06  # rad per control step (1.2 rad/s at 20 Hz): under every joint's speed limit
 ORIENTATION_WEIGHT = 0.3  # metres per radian: how much pointing down matters against position
 
 
@@ -66,7 +67,8 @@ class ReachExpert:
                 self.desired = self.waypoints.pop(0)
             else:
                 self.desired = self.desired + offset / distance * self.step_length
-        self.q = solve_ik(self.scene, self.q, self.desired)
+        solution = solve_ik(self.scene, self.q, self.desired)
+        self.q = self.q + np.clip(solution - self.q, -MAX_JOINT_STEP, MAX_JOINT_STEP)
         return self.q if self.gripper is None else np.append(self.q, self.gripper)
 
     def plan(self, steps: int) -> np.ndarray:

@@ -34,6 +34,19 @@ EVAL_SEED_START = 100_000  # evaluation placements: seeds far from the training 
 INSTRUCTION_TEMPLATE = "touch the {color} cube"
 
 
+# Episodes start at HOME plus up to this much per arm joint (drawn from the seed): the arm's state
+# then says nothing about which cube is wanted, so only the picture and the instruction do.
+START_SPREAD = np.array([0.6, 0.2, 0.25, 0.25, 0.0])
+
+
+def start_pose(seed: int) -> np.ndarray:
+    """The arm joints (and gripper) an episode of this seed starts from."""
+    rng = np.random.default_rng([seed, 1])  # a stream of its own: placements do not change with it
+    pose = HOME.copy()
+    pose[: len(START_SPREAD)] += rng.uniform(-START_SPREAD, START_SPREAD)
+    return pose
+
+
 def instruction_for(color: str) -> str:
     return INSTRUCTION_TEMPLATE.format(color=color)
 

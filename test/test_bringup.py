@@ -43,16 +43,20 @@ def test_launch_file_names_only_things_that_exist() -> None:
     for name in ("LAUNCH_ARGUMENTS", "POLICY_EXECUTABLE", "SIM_EXECUTABLE", "config_path", "NODE_NAME", "PACKAGE"):
         assert name in imported
     calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "Node"]
-    assert len(calls) == 2
+    assert len(calls) == 3
+    executables = ("POLICY_EXECUTABLE", "SIM_EXECUTABLE", "EPISODES_EXECUTABLE")
     for call in calls:
         kwargs = {k.arg: k.value for k in call.keywords}
         assert ast.unparse(kwargs["package"]) == "PACKAGE"
-        assert ast.unparse(kwargs["executable"]) in ("POLICY_EXECUTABLE", "SIM_EXECUTABLE")
-    assert {launch_args.POLICY_EXECUTABLE, launch_args.SIM_EXECUTABLE} <= console_scripts()
-    from evo1_bringup.paths import PACKAGE, config_path
+        assert ast.unparse(kwargs["executable"]) in executables
+    assert {getattr(launch_args, name) for name in executables} <= console_scripts()
+    from evo1_bringup.paths import PACKAGE, checkpoint_path, config_path
 
     assert PACKAGE == "evo1_bringup" and "<name>evo1_bringup</name>" in (REPO / "package.xml").read_text()
     assert config_path(launch_args.DEFAULTS["arm_config"]).is_file()
+    default_checkpoint = ArmConfig.from_yaml(config_path(launch_args.DEFAULTS["arm_config"])).model.checkpoint
+    assert (checkpoint_path(default_checkpoint) / "model.safetensors").is_file(), "the default policy ships"
+    assert 'glob("models/*")' in (REPO / "setup.py").read_text()
     assert "launch/*.py" in (REPO / "setup.py").read_text() and "config/*.yaml" in (REPO / "setup.py").read_text()
 
 
@@ -105,6 +109,23 @@ def test_evo1_bringup_runs_policy_and_sim(ros_env) -> None:
     assert summary["chunks"] > 3 and summary["trajectories"] > 100
     assert summary["sim_trajectories_followed"] > 0.9 * summary["trajectories"]
     assert summary["rejected"] == {}
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_main_command_runs_scored_episodes_and_saves_frames(ros_env, tmp_path) -> None:
+    """What scripts/run.sh does on a fresh clone: the simulated arm and the shipped policy, episodes
+    scored by the simulator, results printed, frames saved for a person to look at."""
+    result = subprocess.run(
+        [EVO1, "bringup", "--episodes", "2", "--videos", str(tmp_path / "videos"), "--duration", "90"],
+        env=ros_env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "[sim] episode 1/2 seed 100000: 'touch the" in result.stdout
+    assert "[sim] episode 2/2 seed 100001" in result.stdout
+    summary = json.loads(result.stdout.split("[evo1] summary: ")[-1])
+    assert summary["episodes"]["episodes"] == 2 and summary["rejected"] == {}
+    assert len(list((tmp_path / "videos").glob("*.mp4"))) == 2 and list((tmp_path / "videos").glob("*.png"))
 
 
 @pytest.mark.ros

@@ -19,6 +19,7 @@ from evo1_bringup.sim_scene import (
     Scene,
     named_object,
     random_placement,
+    start_pose,
 )
 
 CONFIG = ArmConfig.from_yaml(config_path("sim_arm"))
@@ -87,8 +88,11 @@ def test_expert_solves_every_placement_within_joint_speed_limits() -> None:
     for seed in range(EVAL_SEED_START, EVAL_SEED_START + 40):
         placement = random_placement(seed)
         scene.place(placement)
-        expert = ReachExpert(scratch, placement, HOME, 0.05)
-        previous, touched = HOME.copy(), None
+        start = start_pose(seed)
+        scene.pose(start)
+        assert scene.touched() is None and scene.tip[2] > 0.12, f"seed {seed}: starts too low"
+        expert = ReachExpert(scratch, placement, start, 0.05)
+        previous, touched = start, None
         for _ in range(80):
             q = expert.next_positions()
             assert (np.abs(q[:5] - previous[:5]) <= max_step + 1e-9).all(), f"seed {seed}: too fast"
@@ -100,6 +104,12 @@ def test_expert_solves_every_placement_within_joint_speed_limits() -> None:
         assert touched == placement.target, f"seed {seed}: touched {touched}, not {placement.target}"
         tip = scene.tip_axis
         assert tip[2] < -0.99, "the fingers point down when they touch"
+
+
+def test_start_poses_vary_and_keep_the_placements() -> None:
+    poses = np.stack([start_pose(seed) for seed in range(50)])
+    assert np.ptp(poses[:, 0]) > 0.8, "the base yaw varies, so the state does not give the target away"
+    assert np.array_equal(start_pose(4), start_pose(4)) and (poses[:, 5] == HOME[5]).all()
 
 
 def test_follower_reset_drops_the_trajectory() -> None:
@@ -127,7 +137,7 @@ def test_expert_demonstrations_are_recorded_over_ros_as_trainable_bags(tmp_path,
         placement = random_placement(seed)
         assert episode.instruction == placement.instruction
         assert 15 <= episode.length <= 60 and episode.images[0].shape[1:] == (224, 224, 3)
-        assert np.allclose(episode.states[0], HOME, atol=0.02), "episodes start at the home pose"
+        assert np.allclose(episode.states[0], start_pose(seed), atol=0.02), "episodes start at the seed's pose"
         scene = Scene([])
         scene.place(placement)
         scene.pose(episode.actions[-1])
@@ -153,7 +163,7 @@ def test_shipped_policy_moves_toward_the_named_cube(tmp_path, ros_env, monkeypat
     for outcome in summary["outcomes"]:
         placement = random_placement(outcome["seed"])
         scene.place(placement)
-        scene.pose(HOME)
+        scene.pose(start_pose(outcome["seed"]))
         start = scene.distance_to(outcome["target"])
         assert outcome["final_distance"] < 0.5 * start, f"no progress toward the {outcome['target']} cube: {outcome}"
     scene.close()
