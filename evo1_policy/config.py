@@ -72,6 +72,10 @@ class Evo1Config:
     # longest prompt of the batch (same result when the head masks padding, and faster).
     max_text_length: int = 1024
     pad_to_max_length: bool = False
+    # The reference puts the images before the instruction, as InternVL's chat format does, and its
+    # pretrained VLM grounds the words in them. A VLM trained from scratch learns that far faster
+    # with the instruction first: in a causal LM, image tokens can then attend to it (docs/sim.md).
+    instruction_first: bool = False
     # The reference attends the padded text and masked views in the action head; masking them
     # is correct, makes masked views have no effect, and differs numerically from the reference.
     head_attends_padding: bool = False

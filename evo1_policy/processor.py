@@ -91,8 +91,9 @@ class Processor:
         action_mask = np.zeros((len(observations), self.config.max_action_dim), dtype=bool)
         action_mask[:, : self.action_dim] = True
         pad_to = self.config.max_text_length if self.config.pad_to_max_length else None
+        c = self.config
         ids, text_mask = self.tokenizer.batch(
-            instructions, views, self.config.tokens_per_view, pad_to, self.config.max_text_length
+            instructions, views, c.tokens_per_view, pad_to, c.max_text_length, c.instruction_first
         )
         return ModelInputs(
             pixel_values=torch.from_numpy(np.stack(pixels)),

@@ -70,22 +70,31 @@ class PromptTokenizer:
     def _text(self, text: str) -> list[int]:
         return self._tokenizer.encode(text, add_special_tokens=False).ids
 
-    def prompt_ids(self, instruction: str, num_views: int, tokens_per_view: int) -> list[int]:
-        ids: list[int] = []
+    def prompt_ids(
+        self, instruction: str, num_views: int, tokens_per_view: int, instruction_first: bool = False
+    ) -> list[int]:
+        images: list[int] = []
         for view in range(num_views):
-            ids += self._text(("\n" if view else "") + f"Image-{view + 1}: ")
-            ids += [IMG_START_ID] + [IMG_CONTEXT_ID] * tokens_per_view + [IMG_END_ID]
-        ids += self._text("\n" + instruction.strip())
-        return ids
+            images += self._text(("\n" if view else "") + f"Image-{view + 1}: ")
+            images += [IMG_START_ID] + [IMG_CONTEXT_ID] * tokens_per_view + [IMG_END_ID]
+        if instruction_first:
+            return self._text(instruction.strip() + "\n") + images
+        return images + self._text("\n" + instruction.strip())
 
     def batch(
-        self, instructions: list[str], num_views: int, tokens_per_view: int, pad_to: int | None, max_length: int
+        self,
+        instructions: list[str],
+        num_views: int,
+        tokens_per_view: int,
+        pad_to: int | None,
+        max_length: int,
+        instruction_first: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(input_ids, mask) right-padded with <|endoftext|> to `pad_to` or the batch's longest.
 
         A prompt longer than max_length is an error: truncating it would cut the instruction.
         """
-        rows = [self.prompt_ids(text, num_views, tokens_per_view) for text in instructions]
+        rows = [self.prompt_ids(text, num_views, tokens_per_view, instruction_first) for text in instructions]
         longest = max(len(r) for r in rows)
         if longest > max_length:
             raise ValueError(

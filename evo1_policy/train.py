@@ -43,6 +43,7 @@ class ModelSection:
     preset: str = "evo1-tiny"
     init_checkpoint: str = ""  # start from these weights (our format or any loadable one)
     internvl_hf: str = ""  # or: a fresh head on this InternVL3 -hf backbone
+    instruction_first: bool = False  # fresh models: prompt order (see Evo1Config.instruction_first)
 
 
 @dataclass
@@ -312,7 +313,9 @@ class Trainer:
             model, tokenizer, report = from_internvl_hf(m.internvl_hf, preset(m.preset))
             self.log(report.summary())
         else:
-            model, tokenizer = Evo1Model(preset(m.preset)), PromptTokenizer.from_dir()
+            config = preset(m.preset)
+            config.instruction_first = m.instruction_first
+            model, tokenizer = Evo1Model(config), PromptTokenizer.from_dir()
         if self.config.train.gradient_checkpointing:
             vlm = model.embedder.model
             enable = getattr(vlm, "activation_checkpointing_enable", None) or vlm.gradient_checkpointing_enable

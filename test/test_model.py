@@ -156,6 +156,23 @@ def test_prompt_layout_matches_reference() -> None:
     assert text.endswith("</img>\npick the cube")
     assert ids.count(IMG_CONTEXT_ID) == 512
     assert ids[0] != 151643  # no BOS / pad at the start
+    first = tokenizer.prompt_ids("pick the cube", num_views=1, tokens_per_view=4, instruction_first=True)
+    assert tokenizer._tokenizer.decode(first, skip_special_tokens=False) == (
+        "pick the cube\nImage-1: <img>" + "<IMG_CONTEXT>" * 4 + "</img>"
+    )
+
+
+def test_instruction_first_is_a_config_that_checkpoints_keep(tmp_path, rgb: np.ndarray) -> None:
+    policy = Evo1Policy.from_preset("evo1-tiny", 7, 7, device="cpu", seed=0)
+    policy.model.config.instruction_first = True  # the processor reads the same config
+    loaded = Evo1Policy.from_checkpoint(policy.save(tmp_path / "ckpt"), device="cpu")
+    assert loaded.config.instruction_first
+    first_word = loaded.processor.tokenizer._text("pick")[0]
+    for p in (policy, loaded):
+        inputs = p.processor.inputs([Observation([rgb], np.zeros(7), "pick the cube")])
+        assert int(inputs.input_ids[0, 0]) == first_word
+    chunks = [p.predict_chunk([rgb], np.zeros(7), "pick the cube", seed=0) for p in (policy, loaded)]
+    np.testing.assert_array_equal(*chunks)
 
 
 def test_model_builds_on_meta_device_without_memory() -> None:
