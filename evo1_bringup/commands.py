@@ -101,7 +101,7 @@ def cmd_sim_eval(args: argparse.Namespace) -> int:
 def cmd_sim_record(args: argparse.Namespace) -> int:
     from .sim_eval import sim_record
 
-    sim_record(args.out, args.episodes, args.seed_start, args.arm_config)
+    sim_record(args.out, args.episodes, args.seed_start, args.arm_config, every_target=args.every_target)
     return 0
 
 
@@ -184,4 +184,7 @@ def register(sub: argparse._SubParsersAction, handlers: dict[str, Handler]) -> N
     p.add_argument("--episodes", type=int, default=200)
     p.add_argument("--seed-start", type=int, default=0)
     p.add_argument("--arm-config", default="sim_arm")
+    p.add_argument(
+        "--every-target", action="store_true", help="each placement once per cube (3 episodes per placement)"
+    )
     handlers["sim-record"] = cmd_sim_record

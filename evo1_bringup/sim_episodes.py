@@ -76,12 +76,14 @@ class EpisodeRunner(Node):
         videos: int = 0,
         policy_node: str = NODE_NAME,
         node_name: str = "evo1_sim_episodes",
+        targets: list[str] | None = None,
     ):
         super().__init__(node_name)
         if driver not in ("policy", "expert"):
             raise ValueError(f"driver must be 'policy' or 'expert', not {driver!r}")
         self.config = config
         self.seeds = list(seeds)
+        self.targets = list(targets) if targets else [""] * len(self.seeds)  # "" = the seed's own target
         self.driver = driver
         self.wrong_instruction = wrong_instruction
         self.record_dir, self.video_dir, self.videos = record_dir, video_dir, videos
@@ -128,7 +130,8 @@ class EpisodeRunner(Node):
                 return  # nor the simulator
             self.state, self.next_action_at = "settling", now + SETTLE
         elif self.state == "settling" and now >= self.next_action_at:
-            request = StartEpisode.Request(seed=self.seeds[len(self.outcomes)])
+            index = len(self.outcomes)
+            request = StartEpisode.Request(seed=self.seeds[index], target=self.targets[index])
             self.start_client.call_async(request).add_done_callback(self._on_started)
             self.state = "starting"
         elif self.state == "running" and self.driver == "expert":
@@ -164,7 +167,7 @@ class EpisodeRunner(Node):
         self.current = {"event": event, "instruction": instruction, "instructed": instructed, "stamp": stamp}
         self.frames = []
         if self.record_dir is not None:
-            self._open_bag(seed)
+            self._open_bag(seed, event.target)
         if self.driver == "expert":
             positions = np.asarray(event.object_positions).reshape(-1, 3)
             cubes = {name: p[:2] for name, p in zip(event.object_names, positions, strict=True)}
@@ -250,12 +253,12 @@ class EpisodeRunner(Node):
         if keep and name == self.config.cameras.names[0]:
             self.frames.append(decode_image_msg(msg))
 
-    def _open_bag(self, seed: int) -> None:
+    def _open_bag(self, seed: int, target: str) -> None:
         from rosbags.rosbag2 import StoragePlugin, Writer
 
         from evo1_policy.data.rosbag import typestore
 
-        path = self.record_dir / f"episode_seed{seed:05d}"
+        path = self.record_dir / f"episode_seed{seed:05d}_{target}"
         if path.exists():
             raise FileExistsError(f"{path} exists: record into an empty folder")
         self.record_dir.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ from .arm_config import ArmConfig
 from .bringup import ros_arguments
 from .paths import config_path
 from .sim_episodes import EpisodeRunner, format_summary, summarize
-from .sim_scene import EVAL_SEED_START
+from .sim_scene import CUBE_COLORS, EVAL_SEED_START
 
 
 def isolate_domain() -> int:
@@ -121,20 +121,31 @@ def sim_eval(
 
 
 def sim_record(
-    out: str, episodes: int, seed_start: int = 0, arm_config: str = "sim_arm", episode_timeout: float = 8.0
+    out: str,
+    episodes: int,
+    seed_start: int = 0,
+    arm_config: str = "sim_arm",
+    episode_timeout: float = 8.0,
+    every_target: bool = False,
 ) -> list[Path]:
+    """One bag per episode. every_target: each placement once per cube, so the picture alone
+    cannot tell which cube is wanted and only the instruction can (`episodes` placements)."""
     arm_yaml = config_path(arm_config)
     config = ArmConfig.from_yaml(arm_yaml)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     seeds = list(range(seed_start, seed_start + episodes))
+    targets = None
+    if every_target:
+        seeds = [seed for seed in seeds for _ in CUBE_COLORS]
+        targets = list(CUBE_COLORS) * episodes
     log = out_dir / "sim.log"
     isolate_domain()
     sim_args = ["--arm-config", str(arm_yaml), "--seed", str(seed_start), "--episode-timeout", str(episode_timeout)]
     processes = [("simulator", _spawn("evo1_bringup.sim_arm", sim_args, log), log)]
     try:
         with rclpy.init():
-            runner = EpisodeRunner(config, seeds, "expert", record_dir=out_dir)
+            runner = EpisodeRunner(config, seeds, "expert", record_dir=out_dir, targets=targets)
             try:
                 run_episodes(runner, processes, _episode_budget(episodes, episode_timeout))
             finally:

@@ -69,6 +69,8 @@ class Backbone(nn.Module):
         hf_config.vision_config._attn_implementation = "sdpa"
         hf_config.text_config._attn_implementation = "sdpa"
         self.model = InternVLModel(hf_config)
+        if config.text.embedding_init_std > 0:
+            nn.init.normal_(self.model.get_input_embeddings().weight, std=config.text.embedding_init_std)
 
     def forward(
         self,

@@ -43,6 +43,10 @@ class TextConfig:
     vocab_size: int = INTERNVL3_VOCAB
     rope_theta: float = 1_000_000.0
     max_position_embeddings: int = 32768
+    # Word embeddings drawn with this std when the model is built (0: transformers' 0.02). Trained
+    # from scratch, 0.02 leaves a word's vector ~15x shorter than an image token's, and attention
+    # drowns it: the tiny model then never learned to tell "red" from "green" (docs/sim.md).
+    embedding_init_std: float = 0.0
 
 
 @dataclass
@@ -162,7 +166,9 @@ def _tiny() -> Evo1Config:
         vision=VisionConfig(
             hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128, patch_size=14, image_size=224
         ),
-        text=TextConfig(hidden_size=48, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128),
+        text=TextConfig(
+            hidden_size=48, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128, embedding_init_std=0.3
+        ),
         # The head pools a chunk into one width-sized vector: 128 carries 16 steps x 8 dims.
         head=HeadConfig(
             width=128, num_layers=2, num_heads=4, ffn_size=256, mlp_hidden=256, state_hidden=64, dropout=0.0
@@ -172,9 +178,21 @@ def _tiny() -> Evo1Config:
     )
 
 
+def _sim() -> Evo1Config:
+    """evo1-tiny for the simulated arm's shipped policy, trained from scratch on a CPU: 112 px views
+    (16 tokens each; a 5 cm cube is still a patch) and the instruction first (see
+    instruction_first), so that the words get grounded within a CPU-hour of training."""
+    config = _tiny()
+    config.preset = "evo1-sim"
+    config.vision.image_size = 112
+    config.instruction_first = True
+    return config
+
+
 PRESETS = {
     "evo1-0.77b": Evo1Config,
     "evo1-tiny": _tiny,
+    "evo1-sim": _sim,
 }
 
 

@@ -43,7 +43,7 @@ class ModelSection:
     preset: str = "evo1-tiny"
     init_checkpoint: str = ""  # start from these weights (our format or any loadable one)
     internvl_hf: str = ""  # or: a fresh head on this InternVL3 -hf backbone
-    instruction_first: bool = False  # fresh models: prompt order (see Evo1Config.instruction_first)
+    instruction_first: bool = False  # fresh models: instruction before images (the preset may already say so)
 
 
 @dataclass
@@ -314,7 +314,7 @@ class Trainer:
             self.log(report.summary())
         else:
             config = preset(m.preset)
-            config.instruction_first = m.instruction_first
+            config.instruction_first = m.instruction_first or config.instruction_first
             model, tokenizer = Evo1Model(config), PromptTokenizer.from_dir()
         if self.config.train.gradient_checkpointing:
             vlm = model.embedder.model

@@ -129,12 +129,12 @@ def test_expert_demonstrations_are_recorded_over_ros_as_trainable_bags(tmp_path,
 
     for key, value in ros_env.items():
         monkeypatch.setenv(key, value)
-    bags = sim_record(str(tmp_path / "demos"), episodes=2, seed_start=5)
-    assert [b.name for b in bags] == ["episode_seed00005", "episode_seed00006"]
+    bags = sim_record(str(tmp_path / "demos"), episodes=1, seed_start=5, every_target=True)
+    assert [b.name for b in bags] == [f"episode_seed00005_{color}" for color in CUBE_COLORS]
     spec = BagSpec.from_arm_config(CONFIG, image_size=224)
-    for seed, bag in zip([5, 6], bags, strict=True):
+    for color, bag in zip(CUBE_COLORS, bags, strict=True):
         episode = read_bag(bag, spec)
-        placement = random_placement(seed)
+        seed, placement = 5, random_placement(5, color)
         assert episode.instruction == placement.instruction
         assert 15 <= episode.length <= 60 and episode.images[0].shape[1:] == (224, 224, 3)
         assert np.allclose(episode.states[0], start_pose(seed), atol=0.02), "episodes start at the seed's pose"
