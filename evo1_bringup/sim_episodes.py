@@ -57,6 +57,7 @@ class EpisodeOutcome:
     duration: float
     final_distance: float  # fingertip to the task's cube (surface), at the end
     instructed_distance: float  # fingertip to the instructed cube (the same one unless told wrong)
+    nearest_distance: float  # fingertip to the nearest cube, whichever it is
 
 
 def wrong_color(target: str, seed: int) -> str:
@@ -192,6 +193,7 @@ class EpisodeRunner(Node):
             duration=round(float(event.duration), 2),
             final_distance=round(float(event.final_distance), 4),
             instructed_distance=round(_surface_distance(event, info["instructed"]), 4),
+            nearest_distance=round(min(_surface_distance(event, name) for name in event.object_names), 4),
         )
         self.outcomes.append(outcome)
         if self.driver == "policy" and self.reset_client.service_is_ready():
