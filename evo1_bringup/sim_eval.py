@@ -37,8 +37,8 @@ def isolate_domain() -> int:
 
 def _spawn(module: str, args: list[str], log: Path) -> subprocess.Popen:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    handle = log.open("w")
-    return subprocess.Popen([sys.executable, "-m", module, *args], stdout=handle, stderr=subprocess.STDOUT, env=env)
+    with log.open("w") as handle:  # the child keeps its own descriptor
+        return subprocess.Popen([sys.executable, "-m", module, *args], stdout=handle, stderr=subprocess.STDOUT, env=env)
 
 
 def _stop(processes: list[subprocess.Popen]) -> None:
