@@ -529,22 +529,9 @@ class PolicyNode(LifecycleNode):
         self.get_logger().info(f"holding position: {why}", throttle_duration_sec=2.0)
 
     def _publish_trajectory(self, points: np.ndarray) -> None:
-        names = self.config.trajectory_names
-        columns = len(names)
-        velocities = finite_difference_velocities(points, self._last_command, self.dt)
-        msg = JointTrajectory()
+        msg = trajectory_message(self.config.trajectory_names, points, self._last_command, self.dt)
         if self.config.control.stamp_trajectories:
             msg.header.stamp = self.get_clock().now().to_msg()
-        msg.joint_names = names
-        for i, (position, velocity) in enumerate(zip(points, velocities, strict=True)):
-            seconds = (i + 1) * self.dt
-            msg.points.append(
-                JointTrajectoryPoint(
-                    positions=position[:columns].tolist(),
-                    velocities=velocity[:columns].tolist(),
-                    time_from_start=Duration(sec=int(seconds), nanosec=round((seconds % 1) * 1e9)),
-                )
-            )
         self.trajectory_pub.publish(msg)
         if self.gripper_pub is not None:
             self.gripper_pub.publish(Float64(data=float(points[0][-1])))
@@ -617,6 +604,24 @@ class PolicyNode(LifecycleNode):
             msg.reject_counts = [int(v) for v in self._counters.causes.values()]
             msg.last_error = self._last_error
         self.status_pub.publish(msg)
+
+
+def trajectory_message(names: list[str], points: np.ndarray, start: np.ndarray, dt: float) -> JointTrajectory:
+    """One point per control step (the first dt from now), with velocities that end at rest;
+    `names` may leave out trailing columns (a gripper commanded on its own topic). Unstamped."""
+    columns = len(names)
+    velocities = finite_difference_velocities(points, start, dt)
+    msg = JointTrajectory(joint_names=list(names))
+    for i, (position, velocity) in enumerate(zip(points, velocities, strict=True)):
+        seconds = (i + 1) * dt
+        msg.points.append(
+            JointTrajectoryPoint(
+                positions=position[:columns].tolist(),
+                velocities=velocity[:columns].tolist(),
+                time_from_start=Duration(sec=int(seconds), nanosec=round((seconds % 1) * 1e9)),
+            )
+        )
+    return msg
 
 
 def _check_image_fields(msg: Any) -> str:

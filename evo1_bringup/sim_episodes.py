@@ -20,13 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from builtin_interfaces.msg import Duration
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from rclpy.serialization import serialize_message
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
-from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+from trajectory_msgs.msg import JointTrajectory
 
 from evo1_msgs.msg import EpisodeEvent
 from evo1_msgs.srv import Reset, StartEpisode
@@ -34,11 +33,10 @@ from evo1_policy.images import decode_image_msg
 from evo1_policy.joints import JointStateError, joint_positions
 
 from .arm_config import NODE_NAME, ArmConfig
-from .node import COMMAND_QOS, INSTRUCTION_QOS
-from .safety import finite_difference_velocities
+from .node import COMMAND_QOS, INSTRUCTION_QOS, trajectory_message
 from .sim_arm import EVENT_QOS, EVENTS_TOPIC, START_SERVICE
 from .sim_expert import ReachExpert
-from .sim_scene import CUBE_COLORS, CUBE_HALF, Placement, Scene, instruction_for
+from .sim_scene import CUBE_COLORS, Placement, Scene, instruction_for, surface_distance
 
 EXPERT_LOOKAHEAD = 4  # points per expert trajectory (replaced every control step, like the policy's)
 SETTLE = 0.3  # seconds between resetting the driver and starting the next episode
@@ -227,20 +225,8 @@ class EpisodeRunner(Node):
             self.last_command = self.plan.pop(0)
         while len(self.plan) < EXPERT_LOOKAHEAD:
             self.plan.append(self.expert.next_positions())
-        points = np.stack(self.plan)
-        velocities = finite_difference_velocities(points, self.last_command, self.dt)
-        msg = JointTrajectory(joint_names=self.config.trajectory_names)
+        msg = trajectory_message(self.config.trajectory_names, np.stack(self.plan), self.last_command, self.dt)
         msg.header.stamp = self.get_clock().now().to_msg()
-        columns = len(msg.joint_names)
-        for i, (position, velocity) in enumerate(zip(points, velocities, strict=True)):
-            seconds = (i + 1) * self.dt
-            msg.points.append(
-                JointTrajectoryPoint(
-                    positions=position[:columns].tolist(),
-                    velocities=velocity[:columns].tolist(),
-                    time_from_start=Duration(sec=int(seconds), nanosec=round((seconds % 1) * 1e9)),
-                )
-            )
         self.trajectory_pub.publish(msg)
         self._record("trajectory", msg)
 
@@ -312,8 +298,7 @@ class EpisodeRunner(Node):
 
 def _surface_distance(event: EpisodeEvent, name: str) -> float:
     centers = dict(zip(event.object_names, np.asarray(event.object_positions).reshape(-1, 3), strict=True))
-    offset = np.abs(np.asarray(event.tip_position) - centers[name]) - CUBE_HALF
-    return float(np.linalg.norm(np.maximum(offset, 0.0)))
+    return surface_distance(np.asarray(event.tip_position), centers[name])
 
 
 def format_outcome(outcome: EpisodeOutcome, total: int) -> str:

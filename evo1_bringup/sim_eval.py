@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -73,8 +74,30 @@ def run_episodes(runner: EpisodeRunner, processes: list[tuple[str, subprocess.Po
         executor.shutdown(timeout_sec=1.0)
 
 
-def _episode_budget(config_episodes: int, episode_timeout: float) -> float:
-    return 60.0 + config_episodes * (episode_timeout + 6.0)
+def _episode_budget(episodes: int, episode_timeout: float) -> float:
+    return 60.0 + episodes * (episode_timeout + 6.0)
+
+
+def _simulator(arm_yaml: Path, seed: int, episode_timeout: float, out_dir: Path) -> tuple[str, subprocess.Popen, Path]:
+    log = out_dir / "sim.log"
+    args = ["--arm-config", str(arm_yaml), "--seed", str(seed), "--episode-timeout", str(episode_timeout)]
+    return "simulator", _spawn("evo1_bringup.sim_arm", args, log), log
+
+
+def _run(
+    make_runner: Callable[[], EpisodeRunner], processes: list[tuple[str, subprocess.Popen, Path]], timeout: float
+) -> EpisodeRunner:
+    """Run the episodes in a fresh rclpy context, then stop the processes whatever happened."""
+    try:
+        with rclpy.init():
+            runner = make_runner()
+            try:
+                run_episodes(runner, processes, timeout)
+            finally:
+                runner.destroy_node()
+    finally:
+        _stop([process for _, process, _ in processes])
+    return runner
 
 
 def sim_eval(
@@ -94,24 +117,18 @@ def sim_eval(
     out_dir.mkdir(parents=True, exist_ok=True)
     seeds = list(range(seed_start, seed_start + episodes))
     isolate_domain()
-    sim_args = ["--arm-config", str(arm_yaml), "--seed", str(seed_start), "--episode-timeout", str(episode_timeout)]
+    policy_log = out_dir / "policy.log"
     policy_args = ros_arguments(str(arm_yaml), checkpoint, device, "false", "")
     processes = [
-        ("simulator", _spawn("evo1_bringup.sim_arm", sim_args, out_dir / "sim.log"), out_dir / "sim.log"),
-        ("policy node", _spawn("evo1_bringup.node", policy_args, out_dir / "policy.log"), out_dir / "policy.log"),
+        _simulator(arm_yaml, seed_start, episode_timeout, out_dir),
+        ("policy node", _spawn("evo1_bringup.node", policy_args, policy_log), policy_log),
     ]
     label = "wrong instruction: " if wrong_instruction else ""
-    try:
-        with rclpy.init():
-            runner = EpisodeRunner(
-                config, seeds, "policy", wrong_instruction, video_dir=out_dir / "videos", videos=videos
-            )
-            try:
-                run_episodes(runner, processes, _episode_budget(episodes, episode_timeout))
-            finally:
-                runner.destroy_node()
-    finally:
-        _stop([p for _, p, _ in processes])
+    runner = _run(
+        lambda: EpisodeRunner(config, seeds, "policy", wrong_instruction, video_dir=out_dir / "videos", videos=videos),
+        processes,
+        _episode_budget(episodes, episode_timeout),
+    )
     summary = summarize(runner.outcomes)
     summary.update(checkpoint=checkpoint, wrong_instruction=wrong_instruction, seeds=[seeds[0], seeds[-1]])
     (out_dir / "sim_eval.json").write_text(json.dumps(summary, indent=2))
@@ -139,19 +156,12 @@ def sim_record(
     if every_target:
         seeds = [seed for seed in seeds for _ in CUBE_COLORS]
         targets = list(CUBE_COLORS) * episodes
-    log = out_dir / "sim.log"
     isolate_domain()
-    sim_args = ["--arm-config", str(arm_yaml), "--seed", str(seed_start), "--episode-timeout", str(episode_timeout)]
-    processes = [("simulator", _spawn("evo1_bringup.sim_arm", sim_args, log), log)]
-    try:
-        with rclpy.init():
-            runner = EpisodeRunner(config, seeds, "expert", record_dir=out_dir, targets=targets)
-            try:
-                run_episodes(runner, processes, _episode_budget(episodes, episode_timeout))
-            finally:
-                runner.destroy_node()
-    finally:
-        _stop([p for _, p, _ in processes])
+    runner = _run(
+        lambda: EpisodeRunner(config, seeds, "expert", record_dir=out_dir, targets=targets),
+        [_simulator(arm_yaml, seed_start, episode_timeout, out_dir)],
+        _episode_budget(len(seeds), episode_timeout),
+    )
     summary = summarize(runner.outcomes)
     print(format_summary(summary, "expert: "))
     failed = [o.seed for o in runner.outcomes if not o.success]

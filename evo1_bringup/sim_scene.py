@@ -47,6 +47,12 @@ def start_pose(seed: int) -> np.ndarray:
     return pose
 
 
+def surface_distance(point: np.ndarray, center: np.ndarray) -> float:
+    """From a point to the surface of the cube centred at `center` (0 inside)."""
+    offset = np.abs(np.asarray(point) - center) - CUBE_HALF
+    return float(np.linalg.norm(np.maximum(offset, 0.0)))
+
+
 def instruction_for(color: str) -> str:
     return INSTRUCTION_TEMPLATE.format(color=color)
 
@@ -225,8 +231,7 @@ class Scene:
 
     def distance_to(self, name: str) -> float:
         """From the fingertip to the cube's surface (0 inside)."""
-        offset = np.abs(self.tip - self.cube_center(name)) - CUBE_HALF
-        return float(np.linalg.norm(np.maximum(offset, 0.0)))
+        return surface_distance(self.tip, self.cube_center(name))
 
     def touched(self) -> str | None:
         """The cube the fingertip touches, if any."""
