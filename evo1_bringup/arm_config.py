@@ -92,6 +92,12 @@ class SafetyParams:
     joint_state_timeout: float = _p(0.25, "Hold when joint states are older than this (s)", 0.01, 60.0)
     inference_timeout: float = _p(2.0, "Hold when a chunk takes longer than this (s); it is dropped", 0.01, 600.0)
     out_of_range_tolerance: float = _p(0.1, "Drop a chunk beyond a limit by more than this; less is clamped", 0.0)
+    joint_state_tolerance: float = _p(
+        0.05, "Reject (and hold on) a joint state beyond a limit by more than this (unit of the joint)", 0.0
+    )
+    joint_state_jump: float = _p(
+        0.3, "A joint state that jumps more than this plus max_velocity * elapsed is an outlier until confirmed", 0.0
+    )
     dry_run: bool = _p(False, "Compute and publish chunks and status, but never a trajectory", dynamic=True)
 
 

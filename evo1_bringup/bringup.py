@@ -117,6 +117,9 @@ def instruct(text: str, namespace: str = "", topic: str = "instruction", wait: f
     """Publish one instruction the way the node expects it (reliable, transient local)."""
     if not text.strip():
         raise ValueError("instruction is empty: say what the robot should do")
+    if "\x00" in text:
+        # ROS 2 strings end at a NUL: the node would receive a silently truncated instruction.
+        raise ValueError(f"instruction contains a NUL character at {text.index(chr(0))}: ROS 2 would cut it there")
     args = ["--ros-args", "-r", f"__ns:=/{namespace.strip('/')}"] if namespace.strip("/") else None
     with rclpy.init(args=args):
         node = rclpy.create_node("evo1_instruct")

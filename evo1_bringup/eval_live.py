@@ -89,10 +89,12 @@ def replay_bag(
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         deadline = time.monotonic() + timeout
-        while not statuses and time.monotonic() < deadline:
+        while not (statuses and statuses[-1].lifecycle_label == "active") and time.monotonic() < deadline:
             executor.spin_once(timeout_sec=0.1)
         if not statuses:
             raise RuntimeError(f"no policy node answered on {prefix}/status within {timeout:.0f} s: start it first")
+        if statuses[-1].lifecycle_label != "active":
+            raise RuntimeError(f"the policy node on {prefix} is {statuses[-1].lifecycle_label}: {statuses[-1].reason}")
         if reset.service_is_ready():  # a clean slate: no instruction or queue left from the last bag
             future = reset.call_async(Reset.Request())
             while not future.done() and time.monotonic() < deadline:

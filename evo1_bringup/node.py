@@ -2,9 +2,11 @@
 
 A lifecycle node. configure: read and validate parameters, load the policy, create topics.
 activate: start the control loop and the inference worker. deactivate / shutdown / SIGINT /
-SIGTERM: command a hold and stop. Subscription callbacks only store the latest messages; the
-worker thread runs the model on a consistent snapshot; the control timer merges chunks,
-applies the safety layer and publishes one JointTrajectory per update.
+SIGTERM: command a hold and stop. Subscription callbacks only validate and store the latest
+messages; the worker thread runs the model on a consistent snapshot; the control timer merges
+chunks, applies the safety layer (safety.py, docs/safety.md) and publishes one JointTrajectory per
+update. Plan time comes from the clock: a late update skips the steps that passed, and every
+message starts from where the arm is at its own start time.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import signal
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +30,7 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.signals import SignalHandlerOptions
+from rclpy.time import Time
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Float64, String
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
@@ -41,12 +45,23 @@ from evo1_policy.policy import Evo1Policy
 from .arm_config import NODE_NAME, ArmConfig, parameter_schema
 from .chunking import ChunkExecutor, Request
 from .paths import checkpoint_path
-from .safety import Limits, check_chunk, finite_difference_velocities, safe_path
+from .safety import (
+    Commanded,
+    Limits,
+    OutlierFilter,
+    check_chunk,
+    finite_difference_velocities,
+    hold_point,
+    out_of_range,
+    safe_path,
+)
 
 INSTRUCTION_QOS = QoSProfile(
     depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
 )
 COMMAND_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+MAX_REJECT_CAUSES = 32  # distinct causes kept in the status; further new kinds count as "other"
+MAX_DETAIL = 300  # characters of a rejected input's detail kept for the status
 
 
 def load_policy(config: ArmConfig) -> Evo1Policy:
@@ -67,6 +82,7 @@ class Stamped:
     value: Any
     received: float  # time.monotonic() at arrival
     stamp: float  # header stamp in seconds (0 if none)
+    received_ros: float = 0.0  # the node's ROS clock at arrival, seconds (the time base of trajectories)
 
 
 @dataclass
@@ -81,8 +97,18 @@ class Snapshot:
 
 @dataclass
 class Counters:
+    """Rejected inputs by stable cause, bounded: the last detail of each cause is kept beside it."""
+
     causes: collections.Counter = field(default_factory=collections.Counter)
+    details: dict[str, str] = field(default_factory=dict)
     last_logged: dict[str, float] = field(default_factory=dict)
+
+    def count(self, cause: str, detail: str) -> str:
+        if cause not in self.causes and len(self.causes) >= MAX_REJECT_CAUSES:
+            cause = "other"
+        self.causes[cause] += 1
+        self.details[cause] = detail[:MAX_DETAIL]
+        return cause
 
 
 class PolicyNode(LifecycleNode):
@@ -98,8 +124,11 @@ class PolicyNode(LifecycleNode):
         self._worker: threading.Thread | None = None
         self._stop_worker = False
         self._entities: list[Any] = []
-        self._timers: list[Any] = []
+        self._control_timers: list[Any] = []
         self._reset_state()
+        # The status lives as long as the node: a configure failure is reported there too.
+        self.status_pub = self.create_publisher(PolicyStatus, self.get_parameter("topics.status").value, 10)
+        self.create_timer(1.0 / self.get_parameter("status_rate_hz").value, lambda: self._publish_status(force=True))
 
     # ------------------------------------------------------------------ parameters
     def _declare_parameters(self) -> None:
@@ -146,9 +175,11 @@ class PolicyNode(LifecycleNode):
                 )
             if len(config.cameras.names) > policy.config.max_views:
                 raise ValueError(f"{len(config.cameras.names)} cameras but the model takes {policy.config.max_views}")
-        except (ValueError, FileNotFoundError, RuntimeError) as error:
-            self._last_error = str(error)
-            self.get_logger().error(f"configure failed: {error}")
+        except Exception as error:  # noqa: BLE001 - any failure (a corrupt file, a torch error) is one clear line
+            self._last_error = f"configure failed: {describe(error)}"
+            self._reason = self._last_error
+            self.get_logger().error(self._last_error)
+            self._publish_status(force=True)
             return TransitionCallbackReturn.FAILURE
         if policy.device.type == "cpu":
             import torch
@@ -157,6 +188,7 @@ class PolicyNode(LifecycleNode):
         self.config, self.policy = config, policy
         self.dt = 1.0 / config.control.rate_hz
         self.limits = Limits.of(config.lower, config.upper, config.max_velocity, self.dt)
+        self._outliers = OutlierFilter(self.limits.max_velocity, config.safety.joint_state_jump)
         self.executor_plan = ChunkExecutor(
             config.control.execute_steps,
             config.control.merge,
@@ -180,10 +212,8 @@ class PolicyNode(LifecycleNode):
         with self._lock:
             self._reset_plan("activated")
             self._active = True
-        self._timers = [
-            self.create_timer(self.dt, self._control_step),
-            self.create_timer(1.0 / self.config.status_rate_hz, lambda: self._publish_status(force=True)),
-        ]
+        self._epoch = None  # the control grid starts at the first update
+        self._control_timers = [self.create_timer(self.dt, self._control_step)]
         self._status_changed = True
         self.get_logger().info("active")
         return super().on_activate(state)
@@ -208,11 +238,11 @@ class PolicyNode(LifecycleNode):
 
     def _go_inactive(self, why: str) -> None:
         if self._active:
-            self._hold(why)
+            self._hold(self._ros_now(), why)
         self._active = False
-        for timer in self._timers:
+        for timer in self._control_timers:
             self.destroy_timer(timer)
-        self._timers = []
+        self._control_timers = []
         self._status_changed = True
         self._publish_status(force=True)
 
@@ -254,57 +284,73 @@ class PolicyNode(LifecycleNode):
         ]
         self.trajectory_pub = self.create_publisher(JointTrajectory, t.trajectory, COMMAND_QOS)
         self.chunk_pub = self.create_publisher(ActionChunk, t.action_chunk, 10)
-        self.status_pub = self.create_publisher(PolicyStatus, t.status, 10)
         self.gripper_pub = None
         if config.gripper.name and config.gripper.output == "topic":
             self.gripper_pub = self.create_publisher(Float64, config.gripper.topic, COMMAND_QOS)
-        self._entities += [p for p in (self.trajectory_pub, self.chunk_pub, self.status_pub, self.gripper_pub) if p]
+        self._entities += [p for p in (self.trajectory_pub, self.chunk_pub, self.gripper_pub) if p]
 
     # ------------------------------------------------------------------ inputs (callbacks: store only)
     def _reject(self, cause: str, detail: str = "") -> None:
-        """Count a rejected input under a stable cause; log each cause at most every 5 s."""
+        """Count a rejected input under a stable cause (its latest detail kept); log each cause at
+        most every 5 s."""
         now = time.monotonic()
+        detail = detail or cause
         with self._lock:
-            self._counters.causes[cause] += 1
+            cause = self._counters.count(cause, detail)
             last = self._counters.last_logged.get(cause, -math.inf)
-            if now - last >= 5.0:
+            log = now - last >= 5.0
+            if log:
                 self._counters.last_logged[cause] = now
-                log = True
-            else:
-                log = False
-            self._last_error = detail or cause
+            self._last_error = detail[:MAX_DETAIL]
+            count = self._counters.causes[cause]
         if log:
-            self.get_logger().warning(f"rejected: {detail or cause} (x{self._counters.causes[cause]})")
+            self.get_logger().warning(f"rejected ({cause}): {detail[:MAX_DETAIL]} (x{count})")
 
-    @staticmethod
-    def _stamp(msg: Any) -> float:
-        header = getattr(msg, "header", None)
-        return header.stamp.sec + header.stamp.nanosec * 1e-9 if header is not None else 0.0
+    def _ros_now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
 
     def _on_image(self, index: int, name: str, msg: Any) -> None:
-        problem = _check_image_fields(msg)
+        problem = check_image_fields(msg)
         if problem:
-            self._reject(f"camera '{name}': {problem}")
+            kind, detail = problem
+            self._reject(f"camera '{name}': {kind}", f"camera '{name}': {detail}")
             return
         with self._lock:
-            self._camera_msgs[index] = Stamped(msg, time.monotonic(), self._stamp(msg))
+            self._camera_msgs[index] = Stamped(msg, time.monotonic(), stamp_seconds(msg))
 
     def _on_joint_state(self, msg: JointState) -> None:
         try:
             positions = joint_positions(msg.name, msg.position, self.config.action_names)
         except JointStateError as error:
-            self._reject(str(error))
+            self._reject(error.cause, str(error))
+            return
+        received, received_ros = time.monotonic(), self._ros_now()
+        implausible = out_of_range(positions, self.config.action_names, self.limits, self._joint_tolerance())
+        if implausible:
+            # The arm cannot be there, or the reading is garbage: either way the node must not plan
+            # from it, and it holds until a plausible reading arrives.
+            self._reject("joint_states beyond the joint limits", implausible)
+            with self._lock:
+                self._joint_fault = "joint_states beyond the joint limits"
             return
         with self._lock:
-            self._joints = Stamped(positions, time.monotonic(), self._stamp(msg))
+            accepted = self._outliers.accept(positions, received)
+            if accepted:
+                self._joints = Stamped(positions, received, stamp_seconds(msg), received_ros)
+                self._joint_fault = ""
+        if not accepted:
+            jump = np.abs(positions - self._outliers.last[0]).max()
+            self._reject("joint_states outlier", f"joint_states jumped {jump:.4g} from the last reading (unconfirmed)")
+
+    def _joint_tolerance(self) -> float:
+        return self.config.safety.joint_state_tolerance
 
     def _on_instruction(self, msg: String) -> None:
         text = msg.data.strip()
-        if not text:
-            self._reject("empty instruction")
-            return
-        if len(text) > 2000:
-            self._reject(f"instruction of {len(text)} characters is too long (max 2000)")
+        problem = self._instruction_problem(text)
+        if problem:
+            kind, detail = problem
+            self._reject(kind, detail)
             return
         with self._lock:
             changed = self._instruction is None or text != self._instruction.value
@@ -315,12 +361,26 @@ class PolicyNode(LifecycleNode):
             self.get_logger().info(f"instruction: {text!r}")
             self._status_changed = True
 
+    def _instruction_problem(self, text: str) -> tuple[str, str] | None:
+        """(cause, detail) when an instruction cannot be used; checked here, at the topic, so a bad
+        one is refused once with its reason instead of failing every inference. (An embedded NUL
+        never arrives: ROS 2 cuts strings there when serialising, so `evo1 instruct` refuses it.)"""
+        if not text:
+            return "empty instruction", "empty instruction"
+        if len(text) > 2000:
+            return "instruction too long", f"instruction of {len(text)} characters is too long (max 2000)"
+        try:
+            self.policy.processor.check_instruction(text, len(self.config.cameras.names))
+        except ValueError as error:
+            return "instruction too long", f"instruction refused: {error}"
+        return None
+
     def _on_reset(self, request: Reset.Request, response: Reset.Response) -> Reset.Response:
         del request
         with self._lock:
             self._instruction = None
             self._reset_plan("reset")
-        self._hold("reset")
+        self._hold(self._ros_now(), "reset")
         response.success, response.message = True, "queue cleared; holding until a new instruction"
         self._status_changed = True
         return response
@@ -329,14 +389,18 @@ class PolicyNode(LifecycleNode):
     def _reset_state(self) -> None:
         self._camera_msgs = []
         self._joints: Stamped | None = None
+        self._joint_fault = ""  # why the last joint state was refused ("" when the last was good)
         self._instruction: Stamped | None = None
         self._counters = Counters()
         self._last_error = ""
         self._status_changed = True
         self._reason = "unconfigured"
+        self._epoch: float | None = None  # monotonic time of tick 0
         self._tick = 0
         self._holding = False
-        self._last_command: np.ndarray | None = None
+        self._commanded: Commanded | None = None  # the last published trajectory (motion or hold)
+        self._plan_dropped = ""  # why the plan was last dropped ("" once a chunk arrived since)
+        self._inference_failure = ""  # the last failed inference ("" after a success)
         self._request: Request | None = None
         self._in_flight_since: float | None = None
         self._result: tuple[np.ndarray, Snapshot, float, int] | None = None
@@ -358,6 +422,7 @@ class PolicyNode(LifecycleNode):
         self._generation += 1  # a chunk computed for the old situation is discarded on arrival
         self._result = None
         self._request = None
+        self._plan_dropped = why
         self.get_logger().debug(f"plan reset: {why}")
 
     def _latency_estimate(self) -> float:
@@ -367,6 +432,7 @@ class PolicyNode(LifecycleNode):
 
     # ------------------------------------------------------------------ inference worker
     def _inference_loop(self) -> None:
+        failures = 0  # consecutive unexpected failures: each doubles the pause before the next try
         while True:
             with self._lock:
                 while not self._stop_worker and self._request is None:
@@ -382,6 +448,7 @@ class PolicyNode(LifecycleNode):
             start = time.monotonic()
             with self._lock:
                 self._in_flight_since = start
+            chunk, cause, error = None, "", ""
             try:
                 images = [self._decode(i, s) for i, s in enumerate(snapshot.images)]
                 seed = self.config.model.seed if self.config.model.seed >= 0 else None
@@ -393,19 +460,33 @@ class PolicyNode(LifecycleNode):
                     seed=seed,
                     guidance=request.guidance,
                 )
-                error = None
-            except (ImageError, ValueError) as exc:
-                chunk, error = None, str(exc)
-            latency = time.monotonic() - start
-            with self._lock:
-                self._in_flight_since = None
-                self._request = None
-                if error is None and generation == self._generation:
-                    self._result = (chunk, snapshot, latency, generation)
-                self._latencies.append(latency)
-                self._inference_count += 1
-            if error is not None:
-                self._reject(error if error.startswith("camera") else f"inference input: {error}")
+            except ImageError as exc:  # a bad frame: this observation is skipped
+                cause, error = str(exc).split(":")[0] + ": undecodable image", str(exc)
+            except ValueError as exc:  # an input the model refuses
+                cause, error = "inference input refused", f"inference input: {exc}"
+            except Exception as exc:  # noqa: BLE001 - the worker must outlive anything (CUDA OOM, a bug)
+                cause, error = f"inference failed: {type(exc).__name__}", describe(exc)
+                failures += 1
+                if failures == 1:
+                    self.get_logger().error(f"inference failed:\n{traceback.format_exc()}")
+            finally:
+                latency = time.monotonic() - start
+                with self._lock:
+                    self._in_flight_since = None
+                    self._request = None
+                    if chunk is not None and generation == self._generation:
+                        self._result = (chunk, snapshot, latency, generation)
+                    self._latencies.append(latency)
+                    self._inference_count += 1
+                    self._inference_failure = error
+            if not error:
+                failures = 0
+                continue
+            self._reject(cause, error)
+            if failures:
+                pause = min(0.1 * 2 ** (failures - 1), 5.0)
+                with self._lock:
+                    self._wake.wait_for(lambda: self._stop_worker, timeout=pause)
 
     def _decode(self, index: int, stamped: Stamped) -> np.ndarray:
         try:
@@ -430,7 +511,8 @@ class PolicyNode(LifecycleNode):
 
     # ------------------------------------------------------------------ control loop
     def _why_not_commanding(self, now: float) -> str:
-        """'' when every input is fresh and an instruction is known (lock held)."""
+        """'' when every input is fresh and plausible and an instruction is known (lock held). A
+        stable phrase per cause: the ages are in the status's own fields."""
         if self._instruction is None:
             return "no instruction"
         s = self.config.safety
@@ -438,37 +520,44 @@ class PolicyNode(LifecycleNode):
             if msg is None:
                 return f"no image from camera '{name}'"
             if now - msg.received > s.camera_timeout:
-                return f"camera '{name}' stale ({now - msg.received:.2f} s > {s.camera_timeout} s)"
+                return f"camera '{name}' stale (> {s.camera_timeout} s)"
+        if self._joint_fault:
+            return f"holding: {self._joint_fault}"
         if self._joints is None:
             return "no joint states"
         if now - self._joints.received > s.joint_state_timeout:
-            return f"joint states stale ({now - self._joints.received:.2f} s > {s.joint_state_timeout} s)"
+            return f"joint states stale (> {s.joint_state_timeout} s)"
         if self._in_flight_since is not None and now - self._in_flight_since > s.inference_timeout:
             return f"inference slower than {s.inference_timeout} s"
         return ""
 
+    def _clock_tick(self, started: float) -> tuple[int, float]:
+        """The control tick from the clock (not a count of callbacks: a late update skips the
+        steps that passed) and how late this update is for it, in seconds (negative: early)."""
+        if self._epoch is None:
+            self._epoch = started - self._tick * self.dt
+        phase = (started - self._epoch) / self.dt
+        tick = max(round(phase), self._tick)
+        return tick, (phase - tick) * self.dt
+
     def _control_step(self) -> None:
         started = time.monotonic()
+        now = self._ros_now()  # the stamp of whatever this update publishes
         self.tick_times.append(started)
-        self._tick += 1
-        tick = self._tick
+        tick, late = self._clock_tick(started)
+        self._tick = tick
         with self._lock:
             reason = self._why_not_commanding(started)
             arrived = self._result
             self._result = None
         if arrived is not None:
-            self._accept_chunk(*arrived, tick=tick)
+            self._accept_chunk(*arrived, tick=tick, now=now)
         if reason:
             with self._lock:
                 self._reset_plan(reason)
-            self._hold(reason)
-            self._set_reason(reason)
+            self._stop(now, reason)
             self.tick_durations.append(time.monotonic() - started)
             return
-        if self._last_command is None or self._holding:
-            # Motion (re)starts from where the arm is: while the node held, something else (a
-            # person, a reset, another controller) may have moved it.
-            self._last_command = self._joints.value.copy()
         with self._lock:
             plan = self.executor_plan
             idle = self._request is None and self._in_flight_since is None
@@ -477,62 +566,100 @@ class PolicyNode(LifecycleNode):
                 self._request = plan.request(tick, latency, self.dt)
                 self._wake.notify_all()
             upcoming = plan.upcoming(tick, self.config.control.max_points)
-        if len(upcoming) == 0:
-            waiting = "waiting for the first chunk" if self._chunks == 0 else "waiting for a chunk (plan ran out)"
-            self._set_reason(waiting)
-            if self._chunks:
-                self._hold("plan ran out")
-            self.tick_durations.append(time.monotonic() - started)
-            return
-        self._set_reason("dry_run" if self.config.safety.dry_run else "")
-        self._command(upcoming)
+            waiting = self._waiting_reason() if len(upcoming) == 0 else ""
+        if waiting:
+            self._stop(now, waiting)
+        else:
+            start = self._start_position(now)
+            if start is None:
+                self._set_reason("waiting for a joint state measured after the hold")
+            else:
+                self._set_reason("dry_run" if self.config.safety.dry_run else "")
+                # Point i is for tick + 1 + i: its time from this update's start is on the tick grid.
+                times = np.arange(1, len(upcoming) + 1) * self.dt - late
+                self._command(now, start, times, upcoming)
         self.tick_durations.append(time.monotonic() - started)
 
-    def _accept_chunk(self, chunk: np.ndarray, snapshot: Snapshot, latency: float, generation: int, tick: int) -> None:
+    def _waiting_reason(self) -> str:
+        """Why nothing is planned (lock held): the real cause, not just 'no chunk'."""
+        if self._plan_dropped and self._plan_dropped != "activated":
+            return f"waiting for a chunk: plan dropped ({self._plan_dropped})"
+        if self._chunks == 0:
+            return "waiting for the first chunk"
+        if self._inference_failure:
+            return f"holding: plan ran out; last inference failed ({self._inference_failure.split(':')[0]})"
+        return "holding: plan ran out (inference slower than the plan)"
+
+    def _stop(self, now: float, reason: str) -> None:
+        self._hold(now, reason)
+        self._set_reason(reason)
+
+    def _start_position(self, now: float) -> np.ndarray | None:
+        """Where the arm is at `now`, the start of the next message (docs/safety.md): on the running
+        trajectory (or at rest at its end); after a hold, or before any command, at rest wherever a
+        joint state received after the hold ended says. None: no such joint state yet."""
+        commanded = self._commanded
+        if commanded is not None and not self._holding:
+            return commanded.position_at(now)
+        with self._lock:
+            joints = self._joints
+        if commanded is not None and joints.received_ros <= commanded.end_time:
+            return None
+        return joints.value.copy()
+
+    def _accept_chunk(
+        self, chunk: np.ndarray, snapshot: Snapshot, latency: float, generation: int, tick: int, now: float
+    ) -> None:
         self._chunks += 1
         self._chunk_times.append(time.monotonic())
         self._publish_chunk(chunk, snapshot, latency)
         problem = check_chunk(chunk, self.limits, self.config.safety.out_of_range_tolerance)
         if problem is None and latency > self.config.safety.inference_timeout:
-            problem = f"chunk slower than safety.inference_timeout: {latency:.2f} s"
+            problem = ("chunk slower than safety.inference_timeout", f"chunk took {latency:.2f} s")
         if problem:
-            self._reject(f"chunk dropped: {problem.split(':')[0]}", problem)
+            kind, detail = problem
+            self._reject(f"chunk dropped: {kind}", detail)
             with self._lock:
-                self._reset_plan(problem)
-            self._hold("rejected chunk")
+                self._reset_plan(f"chunk dropped: {kind}")
+            self._hold(now, "rejected chunk")
             return
         with self._lock:
             if generation != self._generation:
                 return
             self.executor_plan.merge(chunk, snapshot.tick, tick)
+            self._plan_dropped = ""
         self._pending_latency_mark = snapshot.received
 
-    def _command(self, targets: np.ndarray) -> None:
-        points = safe_path(targets, self._last_command, self.limits)
+    def _command(self, now: float, start: np.ndarray, times: np.ndarray, targets: np.ndarray) -> None:
+        points = safe_path(targets, start, times, self.limits)
         self._holding = False
-        if not self.config.safety.dry_run:
-            self._publish_trajectory(points)
-            if self._pending_latency_mark is not None:
-                self.obs_to_command.append(time.monotonic() - self._pending_latency_mark)
-                self._pending_latency_mark = None
-        self._last_command = points[0]
+        if self.config.safety.dry_run:
+            return
+        self._publish_trajectory(now, start, times, points)
+        if self._pending_latency_mark is not None:
+            self.obs_to_command.append(time.monotonic() - self._pending_latency_mark)
+            self._pending_latency_mark = None
 
-    def _hold(self, why: str) -> None:
-        """Command the current position once, at rest (nothing in dry_run); then nothing until
-        the node commands motion again."""
-        if self._holding or self._last_command is None or self.config is None:
+    def _hold(self, now: float, why: str) -> None:
+        """Stop where the arm is, once: one point at rest reached by decelerating from the running
+        trajectory (safety.hold_point); nothing in dry_run or before any command. Then nothing
+        until the node commands motion again."""
+        if self._holding or self._commanded is None or self.config is None:
             return
         self._holding = True
         if self.config.safety.dry_run:
             return
-        self._publish_trajectory(self._last_command[None, :])
+        start = self._commanded.position_at(now)
+        point = hold_point(self._commanded, now, self.limits)
+        self._publish_trajectory(now, start, np.array([self.dt]), point[None, :])
         self.get_logger().info(f"holding position: {why}", throttle_duration_sec=2.0)
 
-    def _publish_trajectory(self, points: np.ndarray) -> None:
-        msg = trajectory_message(self.config.trajectory_names, points, self._last_command, self.dt)
+    def _publish_trajectory(self, now: float, start: np.ndarray, times: np.ndarray, points: np.ndarray) -> None:
+        msg = trajectory_message(self.config.trajectory_names, points, start, times)
         if self.config.control.stamp_trajectories:
-            msg.header.stamp = self.get_clock().now().to_msg()
+            msg.header.stamp = Time(nanoseconds=round(now * 1e9)).to_msg()
         self.trajectory_pub.publish(msg)
+        self._commanded = Commanded(now, np.asarray(start, float), np.asarray(times, float), points)
         if self.gripper_pub is not None:
             self.gripper_pub.publish(Float64(data=float(points[0][-1])))
         self._trajectories += 1
@@ -567,11 +694,13 @@ class PolicyNode(LifecycleNode):
         msg.header.stamp = self.get_clock().now().to_msg()
         if self._active:
             msg.lifecycle_state, msg.lifecycle_label = PolicyStatus.STATE_ACTIVE, "active"
-        else:
+        elif self.config is not None:
             msg.lifecycle_state, msg.lifecycle_label = PolicyStatus.STATE_INACTIVE, "inactive"
+        else:
+            msg.lifecycle_state, msg.lifecycle_label = PolicyStatus.STATE_UNCONFIGURED, "unconfigured"
         msg.dry_run = bool(self.config and self.config.safety.dry_run)
         with self._lock:
-            reason = self._reason if self._active else "inactive"
+            reason = self._reason if self._active or self.config is None else "inactive"
             msg.commanding = self._active and reason == ""
             msg.reason = reason
             msg.instruction = self._instruction.value if self._instruction else ""
@@ -602,42 +731,60 @@ class PolicyNode(LifecycleNode):
             msg.trajectories_published = self._trajectories
             msg.reject_causes = list(self._counters.causes)
             msg.reject_counts = [int(v) for v in self._counters.causes.values()]
+            msg.reject_details = [self._counters.details[c] for c in self._counters.causes]
             msg.last_error = self._last_error
         self.status_pub.publish(msg)
 
 
-def trajectory_message(names: list[str], points: np.ndarray, start: np.ndarray, dt: float) -> JointTrajectory:
-    """One point per control step (the first dt from now), with velocities that end at rest;
-    `names` may leave out trailing columns (a gripper commanded on its own topic). Unstamped."""
+def trajectory_message(names: list[str], points: np.ndarray, start: np.ndarray, times: np.ndarray) -> JointTrajectory:
+    """Points at `times` (seconds from the message's start, increasing), with finite-difference
+    velocities from `start` that end at rest; `names` may leave out trailing columns (a gripper
+    commanded on its own topic). Unstamped."""
     columns = len(names)
-    velocities = finite_difference_velocities(points, start, dt)
+    velocities = finite_difference_velocities(points, start, times)
     msg = JointTrajectory(joint_names=list(names))
-    for i, (position, velocity) in enumerate(zip(points, velocities, strict=True)):
-        seconds = (i + 1) * dt
+    for position, velocity, seconds in zip(points, velocities, times, strict=True):
+        nanoseconds = round(float(seconds) * 1e9)
         msg.points.append(
             JointTrajectoryPoint(
                 positions=position[:columns].tolist(),
                 velocities=velocity[:columns].tolist(),
-                time_from_start=Duration(sec=int(seconds), nanosec=round((seconds % 1) * 1e9)),
+                time_from_start=Duration(sec=nanoseconds // 10**9, nanosec=nanoseconds % 10**9),
             )
         )
     return msg
 
 
-def _check_image_fields(msg: Any) -> str:
-    """Cheap header checks in the callback; full decoding happens in the worker."""
+def stamp_seconds(msg: Any) -> float:
+    """A message's header stamp in seconds (0 when it has no header)."""
+    header = getattr(msg, "header", None)
+    return header.stamp.sec + header.stamp.nanosec * 1e-9 if header is not None else 0.0
+
+
+def describe(error: BaseException) -> str:
+    """One line for any error: the checkpoint loaders already name the file; anything else also
+    gets its type, since 'CUDA out of memory' or a KeyError alone says too little."""
+    text = " ".join(str(error).split()) or repr(error)
+    return text if isinstance(error, (ValueError, FileNotFoundError)) else f"{type(error).__name__}: {text}"
+
+
+def check_image_fields(msg: Any) -> tuple[str, str] | None:
+    """(cause, detail) when an image cannot be used: cheap header checks in the callback; full
+    decoding happens in the worker."""
     if isinstance(msg, CompressedImage):
         fmt = msg.format.lower()
         if not any(k in fmt for k in ("jpeg", "jpg", "png")):
-            return f"compressed format {msg.format!r} unsupported; expected jpeg or png"
-        return "" if len(msg.data) else "empty compressed image"
+            return "unsupported format", f"compressed format {msg.format[:40]!r} unsupported; expected jpeg or png"
+        return None if len(msg.data) else ("empty image", "empty compressed image")
     if msg.encoding not in SUPPORTED_ENCODINGS:
-        return f"encoding {msg.encoding!r} unsupported; expected one of {', '.join(SUPPORTED_ENCODINGS)}"
+        expected = ", ".join(SUPPORTED_ENCODINGS)
+        return "unsupported encoding", f"encoding {msg.encoding[:40]!r} unsupported; expected one of {expected}"
     if msg.width == 0 or msg.height == 0:
-        return f"image size {msg.width}x{msg.height} is empty"
+        return "empty image", f"image size {msg.width}x{msg.height} is empty"
     if len(msg.data) < msg.step * msg.height:
-        return f"image data {len(msg.data)} bytes, expected {msg.step * msg.height} for {msg.width}x{msg.height}"
-    return ""
+        size = f"{msg.width}x{msg.height}"
+        return "image size mismatch", f"image data {len(msg.data)} bytes, expected {msg.step * msg.height} for {size}"
+    return None
 
 
 def spin_until_signal(

@@ -1,4 +1,15 @@
-"""The safety layer between the model and the arm: chunk checks and command clamps. No ROS."""
+"""The safety layer between the model and the arm: chunk checks, joint-state plausibility, and
+the path every command takes from where the arm is. No ROS. The rules are stated for arm owners
+in docs/safety.md; this module is their one home.
+
+Where the arm is, at the time a new message takes effect (its stamp `s`):
+- while the last published trajectory runs, the arm follows it: `Commanded.position_at(s)`
+  (the points linearly interpolated; the controller's cubic path passes through the same points);
+- after a hold has ended, or before anything was commanded, the arm is at rest wherever a
+  plausible joint state measured after that moment says (something else may have moved it).
+Every message starts from there and moves each joint at most `max_velocity * elapsed time` per
+point, so no command asks the arm for more than its velocity limit.
+"""
 
 from __future__ import annotations
 
@@ -11,43 +22,135 @@ import numpy as np
 class Limits:
     lower: np.ndarray
     upper: np.ndarray
-    max_step: np.ndarray  # most change per control step: max_velocity * dt
+    max_velocity: np.ndarray  # per joint, units/s
+    dt: float  # control period
 
     @classmethod
     def of(cls, lower: list[float], upper: list[float], max_velocity: list[float], dt: float) -> Limits:
-        return cls(np.asarray(lower, float), np.asarray(upper, float), np.asarray(max_velocity, float) * dt)
+        return cls(np.asarray(lower, float), np.asarray(upper, float), np.asarray(max_velocity, float), dt)
+
+    @property
+    def max_step(self) -> np.ndarray:
+        """Most change per control period."""
+        return self.max_velocity * self.dt
 
 
-def check_chunk(chunk: np.ndarray, limits: Limits, tolerance: float) -> str | None:
-    """Why a chunk must be dropped (None if it may be executed after clamping)."""
+def check_chunk(chunk: np.ndarray, limits: Limits, tolerance: float) -> tuple[str, str] | None:
+    """(cause, detail) when a chunk must be dropped; None if it may be executed after clamping."""
     if chunk.ndim != 2 or chunk.shape[1] != len(limits.lower):
-        return f"chunk shape {chunk.shape} does not match {len(limits.lower)} action dims"
+        return "wrong shape", f"chunk shape {chunk.shape} does not match {len(limits.lower)} action dims"
     if not np.isfinite(chunk).all():
-        return "model output contains NaN or inf"
+        return "NaN or inf", "model output contains NaN or inf"
     below = chunk < limits.lower - tolerance
     above = chunk > limits.upper + tolerance
     if below.any() or above.any():
         dims = sorted(set(np.nonzero(below | above)[1].tolist()))
-        return f"model output beyond joint limits (+{tolerance}) in dims {dims}"
+        return "beyond joint limits", f"model output beyond joint limits (+{tolerance}) in dims {dims}"
     return None
 
 
-def safe_path(targets: np.ndarray, start: np.ndarray, limits: Limits) -> np.ndarray:
-    """Points to command: each target clipped to the limits, then moved at most max_step from the
-    previous point (the first from `start`, the position commanded for now)."""
-    out = np.empty_like(targets, dtype=np.float64)
-    previous = np.clip(np.asarray(start, dtype=np.float64), limits.lower, limits.upper)
+def out_of_range(positions: np.ndarray, names: list[str], limits: Limits, tolerance: float) -> str | None:
+    """Why a measured joint state is implausible: beyond a limit by more than `tolerance`."""
+    beyond = (positions < limits.lower - tolerance) | (positions > limits.upper + tolerance)
+    if not beyond.any():
+        return None
+    worst = [
+        f"{names[i]} = {positions[i]:.4g} (limits [{limits.lower[i]:.4g}, {limits.upper[i]:.4g}])"
+        for i in np.flatnonzero(beyond)[:3]
+    ]
+    return f"joint_states beyond the joint limits by more than {tolerance}: {', '.join(worst)}"
+
+
+class OutlierFilter:
+    """A reading that jumps from the last accepted one by more than `jump + max_velocity * elapsed`
+    is held back: the next reading confirms it (the arm really is there: a reset, a push) or it is
+    dropped as a glitch. So a single outlier between sane readings never becomes "the arm's
+    position"."""
+
+    def __init__(self, max_velocity: np.ndarray, jump: float):
+        self.max_velocity = np.asarray(max_velocity, float)
+        self.jump = jump
+        self.last: tuple[np.ndarray, float] | None = None  # accepted positions, receipt time (s)
+        self.candidate: np.ndarray | None = None
+
+    def accept(self, positions: np.ndarray, received: float) -> bool:
+        if self.last is None:
+            self.last = (positions, received)
+            return True
+        previous, when = self.last
+        allowed = self.jump + self.max_velocity * max(received - when, 0.0)
+        confirmed = self.candidate is not None and np.all(np.abs(positions - self.candidate) <= allowed)
+        if np.all(np.abs(positions - previous) <= allowed) or confirmed:
+            self.last, self.candidate = (positions, received), None
+            return True
+        self.candidate = positions
+        return False
+
+
+def safe_path(targets: np.ndarray, start: np.ndarray, times: np.ndarray, limits: Limits) -> np.ndarray:
+    """Points to command at `times` (seconds after the message's start): each target clipped to
+    the limits, then moved at most max_velocity * (time since the previous point) from the
+    previous point, the first from `start`, where the arm is at the start. A start beyond a limit
+    (within the joint-state tolerance) is not clipped: that would be a jump; the path moves back
+    inside at the velocity limit."""
+    out = np.empty((len(targets), len(limits.lower)), dtype=np.float64)
+    previous = np.asarray(start, dtype=np.float64)
+    elapsed = np.diff(np.concatenate([[0.0], times]))
     for i, target in enumerate(np.clip(targets, limits.lower, limits.upper)):
-        previous = np.clip(target, previous - limits.max_step, previous + limits.max_step)
+        step = limits.max_velocity * elapsed[i]
+        previous = np.clip(target, previous - step, previous + step)
         out[i] = previous
     return out
 
 
-def finite_difference_velocities(points: np.ndarray, start: np.ndarray, dt: float) -> np.ndarray:
-    """Central differences (one-sided at the start), zero at the last point: the trajectory
-    ends at rest, as joint_trajectory_controller requires."""
-    path = np.vstack([start[None, :], points])
+def finite_difference_velocities(points: np.ndarray, start: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """Central differences over the published points (the first from `start` at time 0), zero at
+    the last point: the trajectory ends at rest, as joint_trajectory_controller requires."""
+    path = np.vstack([np.asarray(start, float)[None, :], points])
+    knots = np.concatenate([[0.0], times])
     velocities = np.zeros_like(points)
     if len(points) > 1:
-        velocities[:-1] = (path[2:] - path[:-2]) / (2 * dt)
+        velocities[:-1] = (path[2:] - path[:-2]) / (knots[2:] - knots[:-2])[:, None]
     return velocities
+
+
+@dataclass
+class Commanded:
+    """A published trajectory as the arm executes it: from `start` at `start_time` (the message's
+    stamp, seconds) through `points` at start_time + `times`; at rest after the last point."""
+
+    start_time: float
+    start: np.ndarray
+    times: np.ndarray
+    points: np.ndarray
+
+    @property
+    def end_time(self) -> float:
+        return self.start_time + float(self.times[-1])
+
+    def _segment(self, t: float) -> tuple[np.ndarray, np.ndarray, float, float]:
+        knots = np.concatenate([[0.0], self.times])
+        path = np.vstack([self.start[None, :], self.points])
+        s = min(max(t - self.start_time, 0.0), float(knots[-1]))
+        i = min(int(np.searchsorted(knots, s, side="right")) - 1, len(knots) - 2)
+        return path[i], path[i + 1], float(knots[i + 1] - knots[i]), (s - knots[i]) / (knots[i + 1] - knots[i])
+
+    def position_at(self, t: float) -> np.ndarray:
+        p0, p1, _, w = self._segment(t)
+        return p0 + w * (p1 - p0)
+
+    def velocity_at(self, t: float) -> np.ndarray:
+        if t >= self.end_time or t < self.start_time:
+            return np.zeros_like(self.start)
+        p0, p1, duration, _ = self._segment(t)
+        return (p1 - p0) / duration
+
+
+def hold_point(commanded: Commanded, now: float, limits: Limits) -> np.ndarray:
+    """Where to stop, one control period after `now`: the arm's position on the running trajectory
+    plus half its current velocity times dt. With the point at rest, the controller's cubic from
+    (position, velocity) to it is a constant deceleration: no snap back, no overshoot, within the
+    velocity limit. Not further past a limit than the arm already is."""
+    position = commanded.position_at(now)
+    target = position + commanded.velocity_at(now) * limits.dt / 2
+    return np.clip(target, np.minimum(limits.lower, position), np.maximum(limits.upper, position))

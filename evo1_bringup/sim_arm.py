@@ -12,6 +12,7 @@ timeout) of every episode.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import time
 from dataclasses import dataclass
@@ -144,6 +145,9 @@ class SimArmNode(Node):
         self.joints_enabled = True  # False: stop publishing joint states (tests of that watchdog)
         self.last_joint_time = 0.0
         self.last_image_time = 0.0
+        # Where the arm really was: (ROS time, positions) per tick, for audits of what it was told
+        # (a test or a fuzzer may publish fake joint states beside the real ones).
+        self.arm_log: collections.deque[tuple[float, np.ndarray]] = collections.deque(maxlen=30 * 600)
         self.episode = 0
         self.episode_seed = seed
         self.running = False
@@ -160,7 +164,11 @@ class SimArmNode(Node):
             (p.time_from_start.sec + p.time_from_start.nanosec * 1e-9, np.array(p.positions), np.array(p.velocities))
             for p in msg.points
         ]
-        problem = self.follower.command(list(msg.joint_names), points, time.monotonic())
+        # A stamped trajectory starts at its stamp, as joint_trajectory_controller starts it; an
+        # unstamped one on arrival.
+        now = time.monotonic()
+        start = now + (stamp - self.get_clock().now().nanoseconds * 1e-9) if stamp else now
+        problem = self.follower.command(list(msg.joint_names), points, start)
         if problem:
             self.get_logger().warning(f"trajectory rejected: {problem}")
         else:
@@ -224,8 +232,10 @@ class SimArmNode(Node):
             touched = self.scene.touched()
             if touched or now - self.started_at > self.episode_timeout:
                 self._end(touched or "")
-        stamp = self.get_clock().now().to_msg()
+        now = self.get_clock().now()
+        stamp = now.to_msg()
         follower = self.follower
+        self.arm_log.append((now.nanoseconds * 1e-9, follower.position.copy()))
         state = JointState(
             name=follower.names, position=follower.position.tolist(), velocity=follower.velocity.tolist()
         )

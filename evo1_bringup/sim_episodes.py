@@ -225,7 +225,9 @@ class EpisodeRunner(Node):
             self.last_command = self.plan.pop(0)
         while len(self.plan) < EXPERT_LOOKAHEAD:
             self.plan.append(self.expert.next_positions())
-        msg = trajectory_message(self.config.trajectory_names, np.stack(self.plan), self.last_command, self.dt)
+        plan = np.stack(self.plan)
+        times = np.arange(1, len(plan) + 1) * self.dt
+        msg = trajectory_message(self.config.trajectory_names, plan, self.last_command, times)
         msg.header.stamp = self.get_clock().now().to_msg()
         self.trajectory_pub.publish(msg)
         self._record("trajectory", msg)

@@ -21,6 +21,9 @@ def joint_positions(names: Sequence[str], positions: Sequence[float], wanted: Se
         detail = f"joint_states has {len(names)} names but {len(positions)} positions"
         raise JointStateError("malformed joint_states", detail)
     index = {n: i for i, n in enumerate(names)}
+    if len(index) != len(names):
+        repeated = sorted({n for n in names if list(names).count(n) > 1})
+        raise JointStateError("joint_states repeats joint names", f"joint_states names {repeated} more than once")
     missing = [n for n in wanted if n not in index]
     if missing:
         raise JointStateError("joint_states lacks joints", f"joint_states lacks joints {missing}")

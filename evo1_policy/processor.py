@@ -59,6 +59,12 @@ class Processor:
             raise ValueError(f"state contains NaN or inf at dims {bad}")
         return state
 
+    def check_instruction(self, instruction: str, views: int) -> None:
+        """Raise ValueError if the prompt for this instruction and number of views would not fit
+        (the tokenizer's rule, counted in tokens, not characters)."""
+        c = self.config
+        self.tokenizer.batch([instruction], views, c.tokens_per_view, None, c.max_text_length, c.instruction_first)
+
     def _images(self, images: Sequence[np.ndarray | None], views: int) -> tuple[np.ndarray, np.ndarray]:
         if len(images) != views:
             raise ValueError(f"observation has {len(images)} camera slots; the batch has {views}")

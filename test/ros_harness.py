@@ -18,7 +18,9 @@ from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory
 
 from evo1_bringup.arm_config import ArmConfig
+from evo1_bringup.command_audit import Audit, audit_commands, message_start
 from evo1_bringup.node import COMMAND_QOS, INSTRUCTION_QOS
+from evo1_bringup.sim_arm import SimArmNode
 from evo1_msgs.msg import ActionChunk, PolicyStatus
 
 SIM_YAML = REPO / "config" / "sim_arm.yaml"
@@ -83,6 +85,11 @@ class Recorder(Node):
     def last_status(self) -> PolicyStatus | None:
         return self.received.statuses[-1][1] if self.received.statuses else None
 
+    def configured(self) -> bool:
+        """The node has its subscriptions (its status says inactive or active)."""
+        status = self.last_status()
+        return status is not None and status.lifecycle_label in ("inactive", "active")
+
 
 def spin_for(context: Any, nodes: list[Node], seconds: float, until: Callable[[], bool] | None = None) -> bool:
     """Spin the test's nodes for up to `seconds`; stop early when `until()` is true. Returns until()'s last value."""
@@ -111,26 +118,14 @@ def trajectory_arrays(msg: JointTrajectory) -> tuple[np.ndarray, np.ndarray, np.
     return times, positions, velocities
 
 
-def assert_safe_trajectories(messages: list[JointTrajectory], config: ArmConfig) -> int:
-    """Every point of every message within limits and the per-step velocity limit; returns points checked."""
-    lower = np.array(config.lower)[: len(config.trajectory_names)]
-    upper = np.array(config.upper)[: len(config.trajectory_names)]
-    max_step = np.array(config.max_velocity)[: len(config.trajectory_names)] / config.control.rate_hz
-    eps = 1e-9
-    checked, previous_first = 0, None
-    for msg in messages:
-        assert list(msg.joint_names) == config.trajectory_names
-        times, positions, velocities = trajectory_arrays(msg)
-        assert len(times) >= 1
-        assert np.all(np.diff(times) > 0), "time_from_start must strictly increase"
-        assert times[0] > 0
-        assert np.all(velocities[-1] == 0), "the last point must be at rest"
-        assert np.all(positions >= lower - eps) and np.all(positions <= upper + eps), "position beyond a joint limit"
-        steps = np.abs(np.diff(positions, axis=0))
-        assert np.all(steps <= max_step + eps), f"per-step change {steps.max():.4f} beyond the velocity limit"
-        assert np.all(np.abs(velocities) <= max_step * config.control.rate_hz + 1e-6)
-        if previous_first is not None:
-            assert np.all(np.abs(positions[0] - previous_first) <= max_step + eps), "jump between messages"
-        previous_first = positions[0]
-        checked += len(times)
-    return checked
+def assert_safe_commands(recorder: Recorder, arm: SimArmNode, config: ArmConfig) -> Audit:
+    """Every trajectory the recorder heard, audited against where the simulated arm really was
+    (evo1_bringup.command_audit); fails with the first violations. Returns the audit."""
+    messages = []
+    for _, msg in recorder.received.trajectories:
+        assert msg.header.stamp.sec or msg.header.stamp.nanosec, "the audit needs stamped trajectories"
+        messages.append((message_start(msg, 0.0), msg))
+    names = config.trajectory_names
+    audit = audit_commands(messages, list(arm.arm_log), names, config.lower, config.upper, config.max_velocity)
+    assert not audit.violations, f"{audit.summary()}:\n" + "\n".join(audit.violations[:10])
+    return audit

@@ -135,7 +135,7 @@ def test_evo1_instruct_reaches_the_node(ros_context, ros_env, nodes_in) -> None:
     process = start_node(ros_env, model__preset="evo1-tiny")
     recorder = nodes_in(Recorder, ArmConfig.from_yaml(SIM_YAML))
     try:
-        assert spin_for(ros_context, [recorder], 40.0, until=lambda: recorder.last_status() is not None)
+        assert spin_for(ros_context, [recorder], 40.0, until=recorder.configured)
         sent = subprocess.run([EVO1, "instruct", "open the drawer"], env=ros_env, capture_output=True, text=True)
         assert sent.returncode == 0, sent.stdout + sent.stderr
         heard = spin_for(

@@ -125,10 +125,11 @@ def test_elapsed_steps_are_skipped_and_requests_come_early() -> None:
 
 def test_safety_clamps_and_checks() -> None:
     limits = Limits.of([-1, -1], [1, 1], [1.0, 2.0], DT)  # 0.05 and 0.1 per step
-    path = safe_path(np.array([[5.0, -5.0], [5.0, -5.0], [0.0, 0.0]]), np.zeros(2), limits)
+    times = np.arange(1, 4) * DT
+    path = safe_path(np.array([[5.0, -5.0], [5.0, -5.0], [0.0, 0.0]]), np.zeros(2), times, limits)
     np.testing.assert_allclose(path, [[0.05, -0.1], [0.1, -0.2], [0.05, -0.1]])
-    velocities = finite_difference_velocities(path, np.zeros(2), DT)
+    velocities = finite_difference_velocities(path, np.zeros(2), times)
     assert np.all(velocities[-1] == 0) and np.all(np.abs(velocities) <= [1.0, 2.0])
-    assert check_chunk(np.array([[0.0, np.nan]]), limits, 0.1) == "model output contains NaN or inf"
-    assert "beyond joint limits" in check_chunk(np.array([[1.2, 0.0]]), limits, 0.1)
+    assert check_chunk(np.array([[0.0, np.nan]]), limits, 0.1) == ("NaN or inf", "model output contains NaN or inf")
+    assert check_chunk(np.array([[1.2, 0.0]]), limits, 0.1)[0] == "beyond joint limits"
     assert check_chunk(np.array([[1.05, 0.0]]), limits, 0.1) is None

@@ -1,0 +1,68 @@
+"""The safety layer's rules as pure logic (docs/safety.md): where the arm is on a published
+trajectory, how a hold stops it, how a path starts from it, which joint states are believed."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from evo1_bringup.safety import Commanded, Limits, OutlierFilter, hold_point, out_of_range, safe_path
+
+DT = 0.05
+LIMITS = Limits.of([-1.0, -2.0], [1.0, 2.0], [1.0, 2.0], DT)  # 0.05 and 0.1 per step
+
+
+def _moving() -> Commanded:
+    """Joint 0 at its velocity limit from 0, joint 1 still: 4 points, the last at rest."""
+    times = np.arange(1, 5) * DT
+    return Commanded(100.0, np.zeros(2), times, np.stack([times * 1.0, np.zeros(4)], axis=1))
+
+
+def test_position_on_a_published_trajectory_is_interpolated_and_rests_after_the_end() -> None:
+    commanded = _moving()
+    np.testing.assert_allclose(commanded.position_at(100.0), [0.0, 0.0])
+    np.testing.assert_allclose(commanded.position_at(100.075), [0.075, 0.0])  # half way between points 1 and 2
+    np.testing.assert_allclose(commanded.velocity_at(100.075), [1.0, 0.0])
+    np.testing.assert_allclose(commanded.position_at(99.0), [0.0, 0.0])  # before its start: its start
+    np.testing.assert_allclose(commanded.position_at(105.0), [0.2, 0.0])  # after its end: at rest there
+    np.testing.assert_allclose(commanded.velocity_at(105.0), [0.0, 0.0])
+    assert commanded.end_time == 100.2
+
+
+def test_a_hold_decelerates_from_where_the_arm_is_instead_of_snapping_back() -> None:
+    commanded = _moving()
+    stall = 100.13  # 2.6 steps after the message: the arm went on moving
+    point = hold_point(commanded, stall, LIMITS)
+    arm = commanded.position_at(stall)
+    assert point[0] > arm[0], "the hold must not command the arm backwards"
+    assert abs(point[0] - arm[0]) <= LIMITS.max_step[0] / 2 + 1e-12  # a constant deceleration over dt
+    np.testing.assert_allclose(hold_point(commanded, 105.0, LIMITS), [0.2, 0.0])  # at rest: stay
+    at_limit = Commanded(0.0, np.array([0.99, 0.0]), np.array([DT]), np.array([[1.0, 0.0]]))
+    assert hold_point(at_limit, 0.01, LIMITS)[0] <= 1.0  # never past a limit
+
+
+def test_a_path_starts_from_the_arm_and_keeps_to_the_velocity_limit_over_uneven_times() -> None:
+    times = np.array([0.03, 0.08, 0.13])  # a late update: the first point is only 30 ms away
+    path = safe_path(np.array([[1.0, 0.0]] * 3), np.array([0.5, 0.0]), times, LIMITS)
+    np.testing.assert_allclose(path[:, 0], [0.53, 0.58, 0.63])
+    # An arm reported just past a limit (within the tolerance) is brought back inside at the
+    # velocity limit, not teleported onto the limit.
+    path = safe_path(np.array([[1.0, 0.0]] * 3), np.array([1.12, 0.0]), np.arange(1, 4) * DT, LIMITS)
+    np.testing.assert_allclose(path[:, 0], [1.07, 1.02, 1.0])
+
+
+def test_joint_states_beyond_the_limits_are_implausible() -> None:
+    names = ["shoulder", "elbow"]
+    assert out_of_range(np.array([1.04, 0.0]), names, LIMITS, 0.05) is None
+    problem = out_of_range(np.array([2.9, 1e9]), names, LIMITS, 0.05)
+    assert problem is not None and "shoulder = 2.9" in problem and "elbow = 1e+09" in problem
+
+
+def test_a_single_outlier_is_dropped_and_a_confirmed_jump_is_believed() -> None:
+    joints = OutlierFilter(LIMITS.max_velocity, jump=0.3)
+    assert joints.accept(np.array([0.16, 0.0]), 0.00)
+    assert not joints.accept(np.array([0.95, 0.0]), 0.03)  # a glitch between sane readings
+    assert joints.accept(np.array([0.17, 0.0]), 0.06)
+    np.testing.assert_allclose(joints.last[0], [0.17, 0.0])
+    assert not joints.accept(np.array([-0.9, 1.5]), 0.09)  # the arm was moved (a reset)...
+    assert joints.accept(np.array([-0.9, 1.5]), 0.12)  # ...and the next reading confirms it
+    assert joints.accept(np.array([-0.8, 1.5]), 0.15)  # motion within the velocity limit is always fine
