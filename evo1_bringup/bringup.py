@@ -90,7 +90,15 @@ def bringup(
                 nodes.append(runner)
         nodes.append(Monitor(policy, instruction, config.topics.instruction, report_every))
         started = time.monotonic()
-        spin_until_signal(nodes, duration=duration, until=(lambda: runner.done) if runner else None)
+
+        def finished() -> bool:
+            return policy.configure_failed or (runner is not None and runner.done)
+
+        spin_until_signal(nodes, duration=duration, until=finished)
+        if policy.configure_failed:
+            for node in nodes:
+                node.destroy_node()
+            raise RuntimeError(policy._last_error)
         summary = {
             "seconds": round(time.monotonic() - started, 1),
             "chunks": policy._chunks,

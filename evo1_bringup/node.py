@@ -152,6 +152,10 @@ class PolicyNode(LifecycleNode):
                 self._status_changed = True
         return SetParametersResult(successful=True)
 
+    @property
+    def configure_failed(self) -> bool:
+        return self.config is None and self._reason.startswith("configure failed")
+
     def _read_config(self) -> ArmConfig:
         values = {name: self.get_parameter(name).value for name, _, _ in parameter_schema()}
         config = ArmConfig.from_parameters(values)

@@ -46,17 +46,32 @@ def meta_model(config: Evo1Config) -> Evo1Model:
 
 def info(config_name: str | None = None, checkpoint: str | None = None) -> dict[str, Any]:
     if checkpoint:
-        from .checkpoint import read_config
+        from .checkpoint import load_checkpoint
 
-        config = read_config(checkpoint)
-    else:
-        config = preset(config_name or "evo1-0.77b")
+        # Loaded for real, so a corrupt file is found here and not on the robot.
+        model, normalizer, _, report = load_checkpoint(checkpoint)
+        return {
+            "preset": model.config.preset,
+            "parameters": parameter_counts(model),
+            "tokens_per_view": model.config.tokens_per_view,
+            "checkpoint": {
+                "load": report.summary(),
+                "normalization": normalizer.mode,
+                "state_dim": normalizer.state_dim,
+                "action_dim": normalizer.action_dim,
+            },
+        }
+    config = preset(config_name or "evo1-0.77b")
     counts = parameter_counts(meta_model(config))
     return {"preset": config.preset, "parameters": counts, "tokens_per_view": config.tokens_per_view}
 
 
 def format_info(result: dict[str, Any]) -> str:
     lines = [f"{result['preset']}  ({result['tokens_per_view']} visual tokens per view)"]
+    if "checkpoint" in result:
+        c = result["checkpoint"]
+        lines.append(f"  {c['load']}; normalisation {c['normalization']}, {c['state_dim']} state / "
+                     f"{c['action_dim']} action dims")  # fmt: skip
     for name, n in result["parameters"].items():
         lines.append(f"  {name:<28} {n:>14,d}  {n / 1e6:9.2f} M")
     return "\n".join(lines)

@@ -113,7 +113,7 @@ def load_checkpoint(
         return load_lerobot_checkpoint(folder, raw_config, allow_partial, tokenizer_dir, arm, base)
     tokenizer = _own_tokenizer(folder, raw_config, tokenizer_dir)
     model = Evo1Model(_config_from_json(raw_config, folder / CONFIG_FILE))
-    report = _load_into(model, load_file(str(folder / WEIGHTS_FILE)), str(folder), allow_partial)
+    report = _load_into(model, read_weights(folder / WEIGHTS_FILE), str(folder), allow_partial)
     return model, Normalizer.load(folder, arm), tokenizer, report
 
 
@@ -148,10 +148,20 @@ def _config_from_json(raw: dict[str, Any], path: Path) -> Evo1Config:
         raise CheckpointError(f"{path}: {error}") from None
 
 
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors; any failure (truncated, garbage, a bad header, unreadable) is
+    a CheckpointError naming the file, never a library's own exception type."""
+    try:
+        return load_file(str(path))
+    except Exception as error:  # noqa: BLE001 - safetensors raises its own SafetensorError, OSError, ...
+        cause = " ".join(str(error).split()) or type(error).__name__
+        raise CheckpointError(f"{path} is not a readable safetensors file ({cause})") from None
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise CheckpointError(f"{path} is not valid JSON: {error}") from None
 
 
@@ -340,7 +350,7 @@ def load_lerobot_checkpoint(
     arm: str | None,
     base: Evo1Config | None = None,
 ) -> tuple[Evo1Model, Normalizer, PromptTokenizer, LoadReport]:
-    state = load_file(str(folder / WEIGHTS_FILE))
+    state = read_weights(folder / WEIGHTS_FILE)
     if not any(k.startswith("model.action_head.") for k in state):
         raise CheckpointError(
             f"{folder}: config.json is not an evo1_ros config and the weights have no 'model.action_head.*' "
@@ -363,7 +373,7 @@ def load_safetensors_dir(folder: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{folder} has no .safetensors weights")
     state: dict[str, torch.Tensor] = {}
     for path in files:
-        state.update(load_file(str(path)))
+        state.update(read_weights(path))
     return state
 
 

@@ -64,6 +64,10 @@ class Stats:
         shapes = {k: v.shape for k, v in arrays.items()}
         if len(set(shapes.values())) != 1:
             raise ValueError(f"norm stats for {what!r} have mismatched lengths {shapes}")
+        for key, values in arrays.items():
+            if values.ndim != 1 or not np.isfinite(values).all():
+                bad = np.flatnonzero(~np.isfinite(values)).tolist() if values.ndim == 1 else "all"
+                raise ValueError(f"norm stats for {what!r}: {key!r} has NaN/inf or a wrong shape (dims {bad})")
         return cls(**arrays)
 
 
@@ -235,9 +239,12 @@ class Normalizer:
             raise FileNotFoundError(f"{path} is missing: a checkpoint needs its normalisation stats")
         try:
             data = json.loads(path.read_text())
-        except json.JSONDecodeError as error:
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise ValueError(f"{path} is not valid JSON: {error}") from None
-        return cls.from_dict(data, arm, mode)
+        try:
+            return cls.from_dict(data, arm, mode)
+        except (ValueError, TypeError, KeyError, AttributeError) as error:
+            raise ValueError(f"{path}: {error}") from None
 
 
 def _reference_entry(data: dict[str, Any], arm: str | None) -> dict[str, Any]:

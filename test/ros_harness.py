@@ -37,6 +37,16 @@ def start_node(env: dict[str, str], yaml: Path = SIM_YAML, **overrides: Any) -> 
     return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+def node_sim_recorder(ros_env: dict[str, str], nodes_in: Any, **overrides: Any):
+    """The policy node in its own process (tiny model unless a checkpoint is given) on the sim
+    arm's config, and in the test's process a simulated arm and a recorder."""
+    if "model__checkpoint" not in overrides:
+        overrides.setdefault("model__preset", "evo1-tiny")
+    process = start_node(ros_env, **overrides)
+    config = ArmConfig.from_yaml(SIM_YAML)
+    return process, nodes_in(SimArmNode, config, node_name="test_sim_arm"), nodes_in(Recorder, config)
+
+
 def stop_node(process: subprocess.Popen[str], timeout: float = 10.0) -> str:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
@@ -109,6 +119,19 @@ def spin_for(context: Any, nodes: list[Node], seconds: float, until: Callable[[]
             executor.remove_node(node)
         executor.shutdown(timeout_sec=1.0)
     return done
+
+
+def wild_checkpoint(config: ArmConfig, folder: Path) -> str:
+    """A tiny checkpoint whose action range is three times the arm's: its outputs fly past the
+    limits, so (with a large safety.out_of_range_tolerance) the arm moves at its velocity limit."""
+    from evo1_policy.normalize import Normalizer
+    from evo1_policy.policy import Evo1Policy
+
+    lower, upper = np.array(config.lower), np.array(config.upper)
+    mid, half = (lower + upper) / 2, (upper - lower) / 2
+    wild = Normalizer.from_limits(list(mid - 3 * half), list(mid + 3 * half))
+    dims = len(config.action_names)
+    return str(Evo1Policy.from_preset("evo1-tiny", dims, dims, device="cpu", seed=3, normalizer=wild).save(folder))
 
 
 def trajectory_arrays(msg: JointTrajectory) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -264,3 +264,56 @@ def test_checkpoint_without_tokenizer_uses_the_bundled_one_checked_by_hash(tmp_p
     (small / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="bundled tokenizer with sha256 000000000000"):
         load_checkpoint(small)
+
+
+def _corruptions(folder: Path) -> dict[str, tuple[Path, bytes]]:
+    weights = (folder / "model.safetensors").read_bytes()
+    stats = json.loads((folder / "norm_stats.json").read_text())
+    stats["action"]["max"][2] = float("nan")
+    return {
+        "truncated weights": (folder / "model.safetensors", weights[: len(weights) // 2]),
+        "garbage weights": (folder / "model.safetensors", bytes(range(256)) * 40),
+        "a header that claims 2**60 bytes": (folder / "model.safetensors", (2**60).to_bytes(8, "little") + weights[8:]),
+        "NaN in norm stats": (folder / "norm_stats.json", json.dumps(stats).encode()),
+        "inf in norm stats": (folder / "norm_stats.json", json.dumps(stats).replace("NaN", "Infinity").encode()),
+        "garbage config": (folder / "config.json", b"\xff\xfe{"),
+    }
+
+
+def test_every_corrupt_checkpoint_is_one_error_naming_the_file(tmp_path: Path) -> None:
+    source = Evo1Policy.from_preset("evo1-tiny", 7, 7, device="cpu").save(tmp_path / "good")
+    for what, (path, content) in _corruptions(source).items():
+        original = path.read_bytes()
+        path.write_bytes(content)
+        try:
+            with pytest.raises(ValueError) as caught:
+                Evo1Policy.from_checkpoint(source, device="cpu")
+        finally:
+            path.write_bytes(original)
+        message = str(caught.value)
+        assert path.name in message and "\n" not in message, f"{what}: {message!r}"
+
+
+def test_the_cli_reports_a_corrupt_checkpoint_in_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from fixtures import known_episode, write_bag
+
+    folder = Evo1Policy.from_preset("evo1-tiny", 3, 3, device="cpu").save(tmp_path / "ckpt")
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    bag = write_bag(tmp_path / "run", known_episode(0, steps=20), "mcap")
+    arm = tmp_path / "arm.yaml"
+    arm.write_text(
+        "evo1_policy_node:\n  ros__parameters:\n    joints: {names: [joint1, joint2], lower_limits: [-1.0, -1.0],"
+        " upper_limits: [1.0, 1.0], max_velocity: [1.0, 1.0]}\n    gripper: {name: joint3, upper_limit: 8.0}\n"
+        "    topics: {trajectory: ''}\n"
+    )
+    evo1 = str(Path(sys.executable).parent / "evo1")
+    for args in (["info", "--checkpoint", str(folder)], ["eval-bag", str(bag), "--checkpoint", str(folder),
+                 "--config", str(arm), "--out", str(tmp_path / "report")]):  # fmt: skip
+        done = subprocess.run([evo1, *args], capture_output=True, text=True, timeout=300)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 1 and len(lines) == 1, f"{args[0]}: {done.stderr[-2000:]}"
+        assert "model.safetensors is not a readable safetensors file" in lines[0] and "Traceback" not in done.stderr

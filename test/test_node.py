@@ -15,35 +15,25 @@ from ros_harness import (
     SIM_YAML,
     Recorder,
     assert_safe_commands,
+    node_sim_recorder,
     spin_for,
     start_node,
     stop_node,
     trajectory_arrays,
+    wild_checkpoint,
 )
 from sensor_msgs.msg import Image, JointState
 from trajectory_msgs.msg import JointTrajectory
 
 from evo1_bringup.arm_config import ArmConfig
 from evo1_bringup.command_audit import audit_commands
-from evo1_bringup.sim_arm import SimArmNode
-from evo1_policy.normalize import Normalizer
-from evo1_policy.policy import Evo1Policy
 
 pytestmark = pytest.mark.ros
 CONFIG = ArmConfig.from_yaml(SIM_YAML)
 
 
-def _node_sim_recorder(ros_env, nodes_in, **overrides):
-    """The policy node in its own process (tiny model unless a checkpoint is given), and here a
-    simulated arm and a recorder."""
-    if "model__checkpoint" not in overrides:
-        overrides.setdefault("model__preset", "evo1-tiny")
-    process = start_node(ros_env, **overrides)
-    return process, nodes_in(SimArmNode, CONFIG, node_name="test_sim_arm"), nodes_in(Recorder, CONFIG)
-
-
 def _run_closed_loop(ros_context, ros_env, nodes_in, seconds, **overrides):
-    process, sim, recorder = _node_sim_recorder(ros_env, nodes_in, **overrides)
+    process, sim, recorder = node_sim_recorder(ros_env, nodes_in, **overrides)
     try:
         recorder.instruct("touch the red block")
         spin_for(ros_context, [sim, recorder], seconds)
@@ -72,10 +62,7 @@ def test_closed_loop_trajectories_are_safe_for_30_s(ros_context, ros_env, nodes_
 def test_wild_model_outputs_stay_safe(ros_context, ros_env, nodes_in, tmp_path: Path) -> None:
     """A checkpoint whose action range is three times the arm's: outputs fly past the limits."""
     lower, upper = np.array(CONFIG.lower), np.array(CONFIG.upper)
-    mid, half = (lower + upper) / 2, (upper - lower) / 2
-    wild = Normalizer.from_limits(list(mid - 3 * half), list(mid + 3 * half))
-    policy = Evo1Policy.from_preset("evo1-tiny", 6, 6, device="cpu", seed=3, normalizer=wild)
-    checkpoint = policy.save(tmp_path / "wild")
+    checkpoint = wild_checkpoint(CONFIG, tmp_path / "wild")
     # Past the limits by less than the tolerance: clamped and executed (the clamps are exercised).
     recorder, sim, output = _run_closed_loop(
         ros_context, ros_env, nodes_in, 32.0, model__checkpoint=checkpoint, safety__out_of_range_tolerance=10.0
@@ -88,10 +75,7 @@ def test_wild_model_outputs_stay_safe(ros_context, ros_env, nodes_in, tmp_path: 
 
 
 def test_wild_outputs_beyond_tolerance_are_dropped(ros_context, ros_env, nodes_in, tmp_path: Path) -> None:
-    lower, upper = np.array(CONFIG.lower), np.array(CONFIG.upper)
-    mid, half = (lower + upper) / 2, (upper - lower) / 2
-    wild = Normalizer.from_limits(list(mid - 3 * half), list(mid + 3 * half))
-    checkpoint = Evo1Policy.from_preset("evo1-tiny", 6, 6, device="cpu", seed=3, normalizer=wild).save(tmp_path / "w")
+    checkpoint = wild_checkpoint(CONFIG, tmp_path / "w")
     recorder, sim, output = _run_closed_loop(ros_context, ros_env, nodes_in, 12.0, model__checkpoint=checkpoint)
     status = recorder.last_status()
     assert status is not None
@@ -103,7 +87,7 @@ def test_wild_outputs_beyond_tolerance_are_dropped(ros_context, ros_env, nodes_i
 
 
 def test_camera_stop_makes_the_node_hold(ros_context, ros_env, nodes_in) -> None:
-    process, sim, recorder = _node_sim_recorder(ros_env, nodes_in)
+    process, sim, recorder = node_sim_recorder(ros_env, nodes_in)
     try:
         recorder.instruct("touch the red block")
         commanding = spin_for(
@@ -201,7 +185,7 @@ class _BadInputs(Node):
 
 
 def test_sigterm_holds_and_exits_within_2_s(ros_context, ros_env, nodes_in) -> None:
-    process, sim, recorder = _node_sim_recorder(ros_env, nodes_in)
+    process, sim, recorder = node_sim_recorder(ros_env, nodes_in)
     try:
         recorder.instruct("touch the red block")
         assert spin_for(ros_context, [sim, recorder], 40.0, until=lambda: len(recorder.received.trajectories) > 20)
@@ -220,7 +204,7 @@ def test_sigterm_holds_and_exits_within_2_s(ros_context, ros_env, nodes_in) -> N
 
 
 def test_dry_run_publishes_chunks_but_never_trajectories(ros_context, ros_env, nodes_in) -> None:
-    process, sim, recorder = _node_sim_recorder(ros_env, nodes_in, safety__dry_run=True)
+    process, sim, recorder = node_sim_recorder(ros_env, nodes_in, safety__dry_run=True)
     try:
         recorder.instruct("touch the red block")
         assert spin_for(ros_context, [sim, recorder], 40.0, until=lambda: len(recorder.received.chunks) >= 3)
@@ -236,7 +220,7 @@ def test_deactivate_holds_and_activate_resumes(ros_context, ros_env, nodes_in) -
     from lifecycle_msgs.msg import Transition
     from lifecycle_msgs.srv import ChangeState
 
-    process, sim, recorder = _node_sim_recorder(ros_env, nodes_in)
+    process, sim, recorder = node_sim_recorder(ros_env, nodes_in)
     client = recorder.create_client(ChangeState, "evo1_policy_node/change_state")
     try:
         recorder.instruct("touch the red block")
@@ -315,7 +299,7 @@ def test_the_command_audit_judges_against_the_arm() -> None:
 
 
 def test_joint_states_stopping_makes_the_node_hold(ros_context, ros_env, nodes_in) -> None:
-    process, sim, recorder = _node_sim_recorder(ros_env, nodes_in)
+    process, sim, recorder = node_sim_recorder(ros_env, nodes_in)
     try:
         recorder.instruct("touch the red block")
         assert spin_for(ros_context, [sim, recorder], 40.0, until=lambda: len(recorder.received.trajectories) > 40)

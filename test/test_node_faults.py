@@ -1,0 +1,198 @@
+"""Faults that once made the node command a jump, or hide its trouble (issue: safety measured
+against the arm). The node runs in its own process (or, to inject a failing model, in this one)
+over real DDS; every command is audited against where the simulated arm really was."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rclpy.lifecycle import TransitionCallbackReturn
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import qos_profile_sensor_data
+from ros_harness import (
+    SIM_YAML,
+    Recorder,
+    assert_safe_commands,
+    node_sim_recorder,
+    spin_for,
+    start_node,
+    stop_node,
+    wild_checkpoint,
+)
+from sensor_msgs.msg import JointState
+
+from evo1_bringup.arm_config import ArmConfig
+from evo1_bringup.node import PolicyNode, load_policy
+from evo1_bringup.sim_arm import SimArmNode
+from evo1_policy.policy import Evo1Policy
+
+pytestmark = pytest.mark.ros
+CONFIG = ArmConfig.from_yaml(SIM_YAML)
+
+
+def _moving(ros_context, process, sim, recorder) -> None:
+    recorder.instruct("touch the red block")
+    moving = spin_for(ros_context, [sim, recorder], 60.0, until=lambda: len(recorder.received.trajectories) > 40)
+    assert moving, "the node never commanded:\n" + stop_node(process)[-2000:]
+
+
+def test_freezes_of_the_node_never_command_beyond_the_velocity_limit(
+    ros_context, ros_env, nodes_in, tmp_path: Path
+) -> None:
+    """SIGSTOP/SIGCONT of the node's process for 0.1-1.0 s while the arm moves at its velocity
+    limit: the controller goes on executing the last trajectory meanwhile, and the node's next
+    message must start from there (on main before this fix: 1.3-6x the velocity limit, backwards)."""
+    checkpoint = wild_checkpoint(CONFIG, tmp_path / "wild")
+    process, sim, recorder = node_sim_recorder(
+        ros_env, nodes_in, model__checkpoint=checkpoint, safety__out_of_range_tolerance=10.0
+    )
+    try:
+        _moving(ros_context, process, sim, recorder)
+        resumed = []
+        for pause in (0.12, 0.18, 0.3, 0.55, 1.0):
+            os.kill(process.pid, signal.SIGSTOP)
+            spin_for(ros_context, [sim, recorder], pause)
+            os.kill(process.pid, signal.SIGCONT)
+            count = len(recorder.received.trajectories)
+            more = lambda n=count: len(recorder.received.trajectories) > n + 10  # noqa: E731
+            resumed.append(spin_for(ros_context, [sim, recorder], 8.0, until=more))
+        alive = process.poll() is None
+    finally:
+        output = stop_node(process)
+    assert alive and all(resumed), f"the node stopped commanding after a freeze ({resumed}):\n{output[-2000:]}"
+    audit = assert_safe_commands(recorder, sim, CONFIG)
+    assert audit.worst_ratio > 0.9, f"the arm was not moving near its velocity limit: {audit.summary()}"
+
+
+class _JointStateFaker(Node):
+    """Publishes fake joint states on the arm's topic, beside the simulator's real ones."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__("joint_state_faker", **kwargs)
+        self.publisher = self.create_publisher(JointState, CONFIG.topics.joint_states, qos_profile_sensor_data)
+
+    def send(self, positions: np.ndarray) -> None:
+        msg = JointState(name=CONFIG.action_names, position=[float(v) for v in positions])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.publisher.publish(msg)
+
+
+def test_implausible_joint_states_never_move_the_start(ros_context, ros_env, nodes_in, tmp_path: Path) -> None:
+    """Glitch readings (1e9, beyond a limit, a jump within the limits) while moving and while the
+    node restarts after a hold: refused, counted, the node holds on out-of-range ones, and every
+    command stays within the velocity limit of where the arm really is (on main: an arm reported
+    at 2.9, limit 2.6, got a first point 5x max_step away; a 1e9 glitch 31x)."""
+    process, sim, recorder = node_sim_recorder(ros_env, nodes_in)
+    faker = nodes_in(_JointStateFaker)
+    nodes = [sim, recorder, faker]
+    try:
+        _moving(ros_context, process, sim, recorder)
+        for i in range(30):  # while moving: single glitches between the simulator's sane readings
+            arm = sim.follower.position.copy()
+            glitch = arm.copy()
+            if i % 2:
+                glitch[0] = 1e9
+            else:
+                glitch[0] = arm[0] - 1.2 if arm[0] > 0 else arm[0] + 1.2  # within the limits, far from the arm
+            faker.send(glitch)
+            spin_for(ros_context, nodes, 0.05)
+        sim.cameras_enabled = False  # a hold...
+        spin_for(ros_context, nodes, 0.8)
+        sim.cameras_enabled = True  # ...and the restart, while the arm is reported beyond its limit
+        beyond = sim.follower.position.copy()
+        beyond[0] = CONFIG.upper[0] + 0.3
+        for _ in range(40):
+            faker.send(beyond)
+            spin_for(ros_context, nodes, 0.02)
+        count = len(recorder.received.trajectories)
+        resumed = spin_for(ros_context, nodes, 15.0, until=lambda: len(recorder.received.trajectories) > count + 10)
+    finally:
+        output = stop_node(process)
+    assert resumed, "the node did not resume after the glitches:\n" + output[-2000:]
+    assert_safe_commands(recorder, sim, CONFIG)
+    status = recorder.last_status()
+    causes = dict(zip(status.reject_causes, status.reject_details, strict=True))
+    assert "joint_states outlier" in causes and "jumped" in causes["joint_states outlier"], causes
+    assert "joint1 = 2.9" in causes["joint_states beyond the joint limits"], causes
+    reasons = {s.reason for _, s in recorder.received.statuses}
+    assert "holding: joint_states beyond the joint limits" in reasons, reasons
+
+
+class _FlakyPolicy(Evo1Policy):
+    """The real tiny model, with inference failures switched on and off by the test (what a CUDA
+    out-of-memory or a shape bug looks like to the worker)."""
+
+    failing = False
+
+    def predict_chunk(self, *args, **kwargs):
+        if self.failing:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
+        return super().predict_chunk(*args, **kwargs)
+
+
+def test_the_inference_worker_survives_any_exception(ros_context, nodes_in) -> None:
+    config = ArmConfig.from_yaml(SIM_YAML)
+    config.model.checkpoint, config.model.preset = "", "evo1-tiny"
+    tiny = load_policy(config)  # what the node process builds for this config
+    flaky = _FlakyPolicy(tiny.model, tiny.processor, tiny.device, tiny.dtype)
+    parameters = [Parameter(k, value=v) for k, v in config.to_parameters().items()]
+    policy = nodes_in(PolicyNode, policy=flaky, parameter_overrides=parameters)
+    sim = nodes_in(SimArmNode, CONFIG, node_name="test_sim_arm")
+    recorder = nodes_in(Recorder, CONFIG)
+    nodes = [policy, sim, recorder]
+    try:
+        assert policy.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert policy.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        recorder.instruct("touch the red block")
+        assert spin_for(ros_context, nodes, 60.0, until=lambda: len(recorder.received.trajectories) > 20)
+        flaky.failing = True
+        failed = spin_for(ros_context, nodes, 10.0, until=lambda: "plan ran out" in recorder.last_status().reason)
+        status = recorder.last_status()
+        flaky.failing = False
+        count = len(recorder.received.trajectories)
+        resumed = spin_for(ros_context, nodes, 20.0, until=lambda: len(recorder.received.trajectories) > count + 10)
+    finally:
+        policy.shutdown_cleanly()
+    assert failed, [s.reason for _, s in recorder.received.statuses[-5:]]
+    assert status.reason == "holding: plan ran out; last inference failed (RuntimeError)"
+    causes = dict(zip(status.reject_causes, status.reject_details, strict=True))
+    assert "CUDA out of memory" in causes["inference failed: RuntimeError"]
+    assert resumed and recorder.last_status().commanding, "the worker did not recover"
+    assert_safe_commands(recorder, sim, CONFIG)
+
+
+def test_a_corrupt_checkpoint_is_one_line_in_the_log_the_status_and_bringup(
+    ros_context, ros_env, nodes_in, tmp_path: Path
+) -> None:
+    folder = Evo1Policy.from_preset("evo1-tiny", 6, 6, device="cpu").save(tmp_path / "ckpt")
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:5000])
+    expected = f"{weights} is not a readable safetensors file"
+    process = start_node(ros_env, model__checkpoint=str(folder))
+    recorder = nodes_in(Recorder, CONFIG)
+    try:
+        told = spin_for(
+            ros_context, [recorder], 60.0, until=lambda: expected in getattr(recorder.last_status(), "reason", "")
+        )
+        status = recorder.last_status()
+    finally:
+        output = stop_node(process)
+    assert told, f"status: {status}\n{output[-2000:]}"
+    assert status.lifecycle_label == "unconfigured" and not status.commanding
+    assert status.reason.startswith("configure failed: ") and status.last_error == status.reason
+    errors = [line for line in output.splitlines() if "[ERROR]" in line]
+    assert len(errors) == 1 and expected in errors[0] and "Traceback" not in output, output[-2000:]
+    evo1 = str(Path(sys.executable).parent / "evo1")
+    done = subprocess.run(
+        [evo1, "bringup", "--checkpoint", str(folder), "--sim", "false", "--duration", "30"],
+        env=ros_env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1].startswith(f"evo1 bringup: configure failed: {expected}")
