@@ -88,25 +88,32 @@ class Feeder(Node):
         self.joint_pub.publish(msg)
 
 
-def config_with_cameras(arm_config: str, cameras: int, folder: Path, **overrides: Any) -> Path:
-    """A copy of an arm YAML with `cameras` raw-image cameras and extra parameter overrides."""
+def config_copy(arm_config: str, folder: Path, name: str = "", **overrides: Any) -> Path:
+    """A copy of an arm YAML (a path or a name in config/) with dotted parameter overrides."""
     path = config_path(arm_config)
     data = yaml.safe_load(path.read_text())
     params = data[NODE_NAME]["ros__parameters"]
-    params["cameras"] = {
-        "names": [f"cam{i}" for i in range(cameras)],
-        "topics": [f"camera/cam{i}/image_raw" for i in range(cameras)],
-        "compressed": [False] * cameras,
-    }
     for dotted, value in overrides.items():
         *parents, leaf = dotted.split(".")
         target = params
         for key in parents:
             target = target.setdefault(key, {})
         target[leaf] = value
-    out = folder / f"{path.stem}_{cameras}cam.yaml"
+    out = folder / f"{name or path.stem}.yaml"
     out.write_text(yaml.safe_dump(data))
     return out
+
+
+def config_with_cameras(arm_config: str, cameras: int, folder: Path, **overrides: Any) -> Path:
+    """A copy of an arm YAML with `cameras` raw-image cameras and extra parameter overrides."""
+    names = [f"cam{i}" for i in range(cameras)]
+    overrides = {
+        "cameras.names": names,
+        "cameras.topics": [f"camera/{n}/image_raw" for n in names],
+        "cameras.compressed": [False] * cameras,
+        **overrides,
+    }
+    return config_copy(arm_config, folder, f"{config_path(arm_config).stem}_{cameras}cam", **overrides)
 
 
 def node_rss_mb(pid: int) -> float:

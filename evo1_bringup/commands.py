@@ -49,6 +49,18 @@ def cmd_bench_node(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fuzz_node(args: argparse.Namespace) -> int:
+    from .fuzz_node import format_fuzz, fuzz_node
+
+    result = fuzz_node(args.arm_config, args.checkpoint, args.duration, args.seed)
+    print(format_fuzz(result))
+    if args.json:
+        with open(args.json, "w") as handle:
+            handle.write(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0 if not result["problems"] else 1
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from evo1_policy.train import TrainConfig, Trainer
 
@@ -129,6 +141,17 @@ def register(sub: argparse._SubParsersAction, handlers: dict[str, Handler]) -> N
     p.add_argument("--duration", type=float, default=20.0)
     p.add_argument("--json", metavar="FILE")
     handlers["bench-node"] = cmd_bench_node
+
+    p = sub.add_parser(
+        "fuzz-node",
+        help="bad inputs and process freezes against a policy node on your arm config; audits every command",
+    )
+    p.add_argument("--arm-config", default="sim_arm", help="a file in config/ or a path (default: sim_arm)")
+    p.add_argument("--checkpoint", default="", help="default: the untrained evo1-tiny preset (it moves a lot)")
+    p.add_argument("--duration", type=float, default=60.0, help="seconds of fuzzing after the node commands")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    handlers["fuzz-node"] = cmd_fuzz_node
 
     p = sub.add_parser("train", help="two-stage training from bags and LeRobot datasets")
     p.add_argument("config", nargs="?", help="training YAML (see config/train_sim.yaml)")

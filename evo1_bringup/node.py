@@ -526,7 +526,7 @@ class PolicyNode(LifecycleNode):
             if now - msg.received > s.camera_timeout:
                 return f"camera '{name}' stale (> {s.camera_timeout} s)"
         if self._joint_fault:
-            return f"holding: {self._joint_fault}"
+            return self._joint_fault
         if self._joints is None:
             return "no joint states"
         if now - self._joints.received > s.joint_state_timeout:

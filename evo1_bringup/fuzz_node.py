@@ -1,0 +1,350 @@
+"""`evo1 fuzz-node`: try to make the policy node command an unsafe motion, on any arm config.
+
+The node runs in its own process (as on a robot), in a DDS domain of its own. This process plays
+the arm: a kinematic stand-in (follower.py) that follows the node's trajectories like
+joint_trajectory_controller, publishes joint states at 100 Hz and a frame per configured camera at
+30 Hz, and logs where it really was. Meanwhile, from a seeded schedule, it sends the node bad and
+odd inputs on the same topics (every image encoding, malformed sizes, compressed garbage,
+shuffled / missing / NaN / 1e9 / out-of-range / jumping / repeated joint states, empty, 10 kB,
+emoji and NUL instructions, 1 kHz bursts) and freezes the node's process (SIGSTOP/SIGCONT,
+0.1-1.0 s) while the arm moves. At the end every published trajectory is audited against the
+arm (command_audit.py), and every rejected input must be counted under its cause in the status.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage, Image, JointState
+from std_msgs.msg import Float64, String
+from trajectory_msgs.msg import JointTrajectory
+
+from evo1_msgs.msg import PolicyStatus
+
+from .arm_config import NODE_NAME, ArmConfig
+from .bench_node import config_copy
+from .command_audit import audit_commands, message_start
+from .follower import TrajectoryFollower
+from .node import COMMAND_QOS, INSTRUCTION_QOS, stamp_seconds
+from .sim_eval import isolate_domain
+
+FRAME = (72, 96)  # height, width of the stand-in cameras' frames
+FREEZES = (0.1, 0.2, 0.35, 0.6, 1.0)  # seconds the node's process is stopped
+
+
+class StandInArm(Node):
+    """A kinematic arm for any arm config: follows JointTrajectory like joint_trajectory_controller
+    (a stamped one from its stamp), publishes JointState and camera frames, logs its true position."""
+
+    def __init__(self, config: ArmConfig, **kwargs: Any):
+        super().__init__("evo1_stand_in_arm", **kwargs)
+        self.config = config
+        lower, upper = np.array(config.lower), np.array(config.upper)
+        start = np.clip(np.zeros(len(lower)), lower, upper)
+        self.follower = TrajectoryFollower(config.trajectory_names, config.lower, config.upper, start)
+        self.gripper = float(start[-1]) if config.gripper.name else 0.0
+        self.log: list[tuple[float, np.ndarray]] = []
+        self.joint_pub = self.create_publisher(JointState, config.topics.joint_states, qos_profile_sensor_data)
+        c = config.cameras
+        self.cameras = [
+            (name, self.create_publisher(CompressedImage if compressed else Image, topic, qos_profile_sensor_data))
+            for name, topic, compressed in zip(c.names, c.topics, c.compressed, strict=True)
+        ]
+        self.create_subscription(JointTrajectory, config.topics.trajectory, self._on_trajectory, COMMAND_QOS)
+        if config.gripper.name and config.gripper.output == "topic":
+            self.create_subscription(Float64, config.gripper.topic, self._on_gripper, COMMAND_QOS)
+        self.rng = np.random.default_rng(0)
+        self.create_timer(0.01, self._publish_joints)
+        self.create_timer(1 / 30, self._publish_frames)
+        self.trajectories = 0
+        self.refused: Counter[str] = Counter()
+
+    def now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _on_trajectory(self, msg: JointTrajectory) -> None:
+        stamp = stamp_seconds(msg)
+        start = time.monotonic() + (stamp - self.now() if stamp else 0.0)
+        points = [
+            (p.time_from_start.sec + p.time_from_start.nanosec * 1e-9, np.array(p.positions), np.array(p.velocities))
+            for p in msg.points
+        ]
+        problem = self.follower.command(list(msg.joint_names), points, start)
+        if problem:
+            self.refused[problem] += 1
+        else:
+            self.trajectories += 1
+
+    def _on_gripper(self, msg: Float64) -> None:
+        self.gripper = float(np.clip(msg.data, self.config.gripper.lower_limit, self.config.gripper.upper_limit))
+
+    def positions(self) -> np.ndarray:
+        """Every action dim (arm joints, then a gripper commanded on its own topic)."""
+        arm = self.follower.position
+        extra = [self.gripper] if len(arm) < len(self.config.action_names) else []
+        return np.concatenate([arm, extra])
+
+    def _publish_joints(self) -> None:
+        self.follower.step(time.monotonic())
+        now = self.get_clock().now()
+        self.log.append((now.nanoseconds * 1e-9, self.follower.position.copy()))
+        msg = JointState(name=self.config.action_names, position=self.positions().tolist())
+        msg.header.stamp = now.to_msg()
+        self.joint_pub.publish(msg)
+
+    def _publish_frames(self) -> None:
+        frame = self.rng.integers(0, 256, (*FRAME, 3), dtype=np.uint8)
+        stamp = self.get_clock().now().to_msg()
+        for name, publisher in self.cameras:
+            if publisher.msg_type is CompressedImage:
+                msg = CompressedImage(format="jpeg", data=cv2.imencode(".jpg", frame)[1].tobytes())
+            else:
+                msg = Image(height=FRAME[0], width=FRAME[1], encoding="rgb8", step=FRAME[1] * 3, data=frame.tobytes())
+            msg.header.stamp, msg.header.frame_id = stamp, name
+            publisher.publish(msg)
+
+
+class Fuzzer(Node):
+    """Sends the node bad and odd inputs on its own topics, and records what the node says."""
+
+    def __init__(self, config: ArmConfig, arm: StandInArm, seed: int, **kwargs: Any):
+        super().__init__("evo1_fuzzer", **kwargs)
+        self.config, self.arm = config, arm
+        self.rng = np.random.default_rng(seed)
+        self.joints = self.create_publisher(JointState, config.topics.joint_states, qos_profile_sensor_data)
+        self.instructions = self.create_publisher(String, config.topics.instruction, INSTRUCTION_QOS)
+        camera, topic, compressed = config.cameras.names[0], config.cameras.topics[0], config.cameras.compressed[0]
+        self.camera, self.compressed = camera, compressed
+        self.images = self.create_publisher(CompressedImage if compressed else Image, topic, qos_profile_sensor_data)
+        self.trajectories: list[tuple[float, JointTrajectory]] = []
+        self.statuses: list[PolicyStatus] = []
+        self.create_subscription(JointTrajectory, config.topics.trajectory, self._on_trajectory, COMMAND_QOS)
+        self.create_subscription(PolicyStatus, f"{NODE_NAME}/status", self.statuses.append, 10)
+        self.sent: Counter[str] = Counter()  # fuzz cases sent, by kind
+        self.expected: set[str] = set()  # reject causes the node must report
+
+    def _on_trajectory(self, msg: JointTrajectory) -> None:
+        self.trajectories.append((message_start(msg, self.arm.now()), msg))
+
+    def _send(self, case: str, publisher: Any, msg: Any, cause: str = "") -> None:
+        publisher.publish(msg)
+        time.sleep(0.01)  # sensor-data topics keep the last 5: a faster volley would drop its own cases
+        self.sent[case] += 1
+        if cause:
+            self.expected.add(cause)
+
+    def instruct(self, text: str) -> None:
+        self.instructions.publish(String(data=text))
+
+    def images_case(self) -> None:
+        camera = f"camera '{self.camera}'"
+        if self.compressed:
+            garbage = self.rng.integers(0, 256, 600, dtype=np.uint8).tobytes()
+            self._send("jpeg garbage", self.images, CompressedImage(format="jpeg", data=garbage),
+                       f"{camera}: undecodable image")  # fmt: skip
+            self._send(
+                "tiff", self.images, CompressedImage(format="tiff", data=garbage), f"{camera}: unsupported format"
+            )
+            self._send("empty jpeg", self.images, CompressedImage(format="jpeg"), f"{camera}: empty image")
+            return
+        height, width = FRAME
+        for encoding, channels in (("bgr8", 3), ("mono8", 1), ("8UC1", 1), ("8UC3", 3), ("rgba8", 4), ("bgra8", 4)):
+            data = self.rng.integers(0, 256, height * width * channels, dtype=np.uint8).tobytes()
+            image = Image(height=height, width=width, encoding=encoding, step=width * channels, data=data)
+            self._send(f"{encoding} image", self.images, image)
+        self._send("yuv422", self.images, Image(height=4, width=4, encoding="yuv422", step=8, data=bytes(32)),
+                   f"{camera}: unsupported encoding")  # fmt: skip
+        self._send("short data", self.images, Image(height=height, width=width, encoding="rgb8", step=width * 3,
+                   data=bytes(100)), f"{camera}: image size mismatch")  # fmt: skip
+        self._send("claims 100000x100000", self.images, Image(height=100000, width=100000, encoding="rgb8",
+                   step=300000, data=bytes(30)), f"{camera}: image size mismatch")  # fmt: skip
+        self._send("zero width", self.images, Image(height=4, width=0, encoding="rgb8"), f"{camera}: empty image")
+
+    def joint_states_case(self) -> None:
+        names, arm = list(self.config.action_names), self.arm.positions()
+        lower, upper = np.array(self.config.lower), np.array(self.config.upper)
+        order = self.rng.permutation(len(names))
+        shuffled = JointState(name=[names[i] for i in order] + ["extra_joint"], position=[*arm[order], 0.0])
+        self._send("shuffled + extra joint", self.joints, shuffled)
+        self._send("missing joint", self.joints, JointState(name=names[1:], position=arm[1:].tolist()),
+                   "joint_states lacks joints")  # fmt: skip
+        self._send("repeated name", self.joints, JointState(name=[*names, names[0]], position=[*arm, arm[0]]),
+                   "joint_states repeats joint names")  # fmt: skip
+        self._send("length mismatch", self.joints, JointState(name=names, position=arm[:-1].tolist()),
+                   "malformed joint_states")  # fmt: skip
+        j = int(self.rng.integers(len(names)))
+        for case, value, cause in (
+            ("NaN", float("nan"), "joint_states has NaN/inf positions"),
+            ("1e9", 1e9, "joint_states beyond the joint limits"),
+            ("beyond a limit", upper[j] + 0.3, "joint_states beyond the joint limits"),
+            ("jump within the limits", lower[j] if arm[j] > (lower[j] + upper[j]) / 2 else upper[j], ""),
+        ):
+            positions = arm.copy()
+            positions[j] = value
+            self._send(case, self.joints, JointState(name=names, position=positions.tolist()), cause)
+        if upper[j] - lower[j] > 2 * self.config.safety.joint_state_jump + 0.2:
+            self.expected.add("joint_states outlier")
+
+    def instructions_case(self) -> None:
+        for case, text, cause in (
+            ("empty", "  ", "empty instruction"),
+            ("10 kB", "put the red cube in the bowl " * 350, "instruction too long"),
+            ("2,000 emoji", "\U0001f916" * 2000, "instruction too long"),
+            ("NUL (ROS 2 cuts it)", "touch the red cube\x00 and then the blue one", ""),
+            ("unicode", "berühre den roten Würfel, s'il vous plaît 🤖", ""),
+        ):
+            self._send(f"instruction: {case}", self.instructions, String(data=text), cause)
+
+    def burst(self, executor: SingleThreadedExecutor, seconds: float = 0.3) -> None:
+        """Joint states at about 1 kHz (the arm's own values) for `seconds`."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            msg = JointState(name=list(self.config.action_names), position=self.arm.positions().tolist())
+            self.joints.publish(msg)
+            self.sent["1 kHz burst"] += 1
+            executor.spin_once(timeout_sec=0.0)
+            time.sleep(0.001)
+
+
+def _spin(executor: SingleThreadedExecutor, seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        executor.spin_once(timeout_sec=0.005)
+
+
+def fuzz_node(arm_config: str = "sim_arm", checkpoint: str = "", duration: float = 60.0, seed: int = 0) -> dict:
+    """Run the fuzz schedule for `duration` seconds; return the figures and verdicts."""
+    isolate_domain()
+    model: dict[str, Any] = {"model.checkpoint": checkpoint, "model.preset": "" if checkpoint else "evo1-tiny"}
+    if not checkpoint:
+        model["control.execute_steps"] = 8  # of the tiny preset's 16-step chunks
+    with tempfile.TemporaryDirectory() as tmp:
+        arm_yaml = config_copy(arm_config, Path(tmp), **model)
+        config = ArmConfig.from_yaml(arm_yaml)
+        log = Path(tmp) / "node.log"
+        exe = Path(sys.executable).parent / "evo1_policy_node"
+        command = [str(exe), "--ros-args", "--params-file", str(arm_yaml)]
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        with log.open("w") as handle:
+            process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env)
+        freezes: list[float] = []
+        try:
+            with rclpy.init():
+                arm = StandInArm(config)
+                fuzzer = Fuzzer(config, arm, seed)
+                executor = SingleThreadedExecutor()
+                executor.add_node(arm)
+                executor.add_node(fuzzer)
+                fuzzer.instruct("touch the red cube")
+                deadline = time.monotonic() + 180
+                while not any(s.commanding for s in fuzzer.statuses) and time.monotonic() < deadline:
+                    _spin(executor, 0.2)
+                    if process.poll() is not None:
+                        raise RuntimeError(f"the policy node exited during start-up:\n{log.read_text()[-2000:]}")
+                if not any(s.commanding for s in fuzzer.statuses):
+                    reason = fuzzer.statuses[-1].reason if fuzzer.statuses else "no status"
+                    raise RuntimeError(f"the policy node never commanded within 180 s ({reason})")
+                end = time.monotonic() + duration
+                round_ = 0
+                while time.monotonic() < end and process.poll() is None:
+                    kind = round_ % 5
+                    if kind == 0:
+                        fuzzer.images_case()
+                    elif kind == 1:
+                        fuzzer.joint_states_case()
+                    elif kind == 2:
+                        fuzzer.instructions_case()
+                        fuzzer.instruct(["touch the red cube", "touch the blue cube"][round_ % 2])
+                    elif kind == 3:
+                        fuzzer.burst(executor)
+                    else:
+                        pause = FREEZES[len(freezes) % len(FREEZES)]
+                        os.kill(process.pid, signal.SIGSTOP)
+                        _spin(executor, pause)
+                        os.kill(process.pid, signal.SIGCONT)
+                        freezes.append(pause)
+                    _spin(executor, float(fuzzer.rng.uniform(0.4, 1.2)))
+                    round_ += 1
+                _spin(executor, 1.5)  # let the last statuses arrive
+                alive = process.poll() is None
+                executor.shutdown()
+                trajectories, statuses, arm_log = fuzzer.trajectories, fuzzer.statuses, arm.log
+                sent, expected, refused = dict(fuzzer.sent), fuzzer.expected, dict(arm.refused)
+                arm.destroy_node()
+                fuzzer.destroy_node()
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGCONT)
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+        node_log = log.read_text()
+    names = config.trajectory_names
+    audit = audit_commands(trajectories, arm_log, names, config.lower, config.upper, config.max_velocity)
+    last = statuses[-1]
+    causes = dict(zip(last.reject_causes, last.reject_details, strict=True))
+    silent_holds = sum(1 for s in statuses if s.lifecycle_label == "active" and not s.commanding and not s.reason)
+    problems = list(audit.violations[:20])
+    if not alive:
+        problems.append(f"the node died (exit code {process.returncode})")
+    if process.returncode not in (0, None):
+        problems.append(f"the node exited with {process.returncode} on SIGTERM")
+    if "Traceback" in node_log:
+        problems.append("the node's log has a traceback: " + node_log[node_log.index("Traceback") :][:500])
+    missing = sorted(expected - set(causes))
+    if missing:
+        problems.append(f"rejected inputs without their cause in the status: {missing}")
+    if silent_holds:
+        problems.append(f"{silent_holds} statuses not commanding without a reason")
+    if refused:
+        problems.append(f"the arm refused trajectories: {refused}")
+    return {
+        "arm_config": arm_config,
+        "checkpoint": checkpoint or "evo1-tiny (untrained)",
+        "seconds": duration,
+        "seed": seed,
+        "inputs_sent": sent,
+        "freezes_s": freezes,
+        "trajectories": audit.messages,
+        "points": audit.points,
+        "violations": len(audit.violations),
+        "worst_first_step_of_velocity_limit": round(audit.worst_ratio, 4),
+        "node_alive": alive,
+        "reject_causes": causes,
+        "reasons": dict(Counter(s.reason for s in statuses)),
+        "problems": problems,
+    }
+
+
+def format_fuzz(result: dict) -> str:
+    lines = [
+        f"fuzz-node on {result['arm_config']} ({result['checkpoint']}), {result['seconds']:.0f} s, "
+        f"seed {result['seed']}",
+        f"  inputs sent: {sum(result['inputs_sent'].values())} in {len(result['inputs_sent'])} kinds; "
+        f"node frozen {len(result['freezes_s'])} times ({', '.join(f'{s:.2f}' for s in result['freezes_s'])} s)",
+        f"  commands: {result['trajectories']} trajectories, {result['points']} points, "
+        f"{result['violations']} beyond the velocity limit relative to the arm "
+        f"(largest first step: {result['worst_first_step_of_velocity_limit']:.0%} of the limit)",
+        f"  node alive: {result['node_alive']}; causes in its status: {len(result['reject_causes'])}",
+    ]
+    lines += [f"    {cause}: {detail[:100]}" for cause, detail in sorted(result["reject_causes"].items())]
+    lines.append("  holds and waits: " + "; ".join(f"{r or 'commanding'} x{n}" for r, n in result["reasons"].items()))
+    lines.append("  verdict: " + ("PASS" if not result["problems"] else "FAIL"))
+    lines += [f"    {p}" for p in result["problems"]]
+    return "\n".join(lines)
