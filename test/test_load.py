@@ -12,6 +12,7 @@ from std_msgs.msg import String
 
 from evo1_bringup.arm_config import ArmConfig
 from evo1_bringup.bench_node import Feeder, config_with_cameras, node_rss_mb, spin, start_policy_process
+from evo1_bringup.command_audit import audit_commands, message_start
 
 
 @pytest.mark.slow
@@ -40,19 +41,19 @@ def test_three_cameras_at_30_hz_for_60_s(ros_context, ros_env, tmp_path: Path) -
         feeder.destroy_node()
         process.terminate()
         process.wait(timeout=10)
-    images_per_s = (feeder.images_sent - sent_start) / 60.0
-    assert images_per_s > 0.9 * 90, f"the feeder only managed {images_per_s:.0f} images/s"
+    # Only what holds on any machine, however busy (the figures are `evo1 bench-node`'s and
+    # docs/benchmarks.md's): no memory growth, no queue growth, no unsafe command.
     growth = (rss_end - rss_start) / rss_start
     assert growth < 0.05, f"node RSS grew {growth:.1%} ({rss_start:.0f} -> {rss_end:.0f} MiB)"
-    stamps = np.array(
-        [m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for t, m in feeder.trajectories if t >= started]
-    )
-    periods = np.diff(stamps)
-    nominal = 1.0 / config.control.rate_hz
-    assert len(periods) > 0.9 * 60 / nominal, f"{len(periods)} updates in 60 s"
-    p99 = np.percentile(periods, 99)
-    assert abs(p99 - nominal) <= 0.2 * nominal, f"control period p99 {p99 * 1e3:.1f} ms vs nominal {nominal * 1e3:.0f}"
     window = [s for t, s in feeder.statuses if t >= started]
+    assert window, "no status during the run"
     assert max(s.planned_steps for s in window) <= 50, "the action queue grew past one chunk"
-    assert max(max(s.camera_ages) for s in window) < 0.5, "camera frames are queuing up"
-    assert all(s.commanding for s in window[1:]), [s.reason for s in window if not s.commanding]
+    assert all(s.reason or s.commanding for s in window), "a status not commanding without saying why"
+    messages = [(message_start(m, 0.0), m) for _, m in feeder.trajectories]
+    # The feeder's arm stands still where its joint states say: that is where it is at any time.
+    arm = [(start, np.array(feeder.positions)) for start, _ in messages]
+    audit = audit_commands(messages, arm, config.trajectory_names, config.lower, config.upper, config.max_velocity)
+    assert not audit.violations, audit.violations[:5]
+    periods = np.diff([start for start, _ in messages])
+    print(f"load: {feeder.images_sent - sent_start} images sent, control period p99 "
+          f"{np.percentile(periods, 99) * 1e3:.1f} ms, {audit.summary()}")  # fmt: skip
