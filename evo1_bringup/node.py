@@ -338,13 +338,15 @@ class PolicyNode(LifecycleNode):
                 self._joint_fault = "joint_states beyond the joint limits"
             return
         with self._lock:
-            accepted = self._outliers.accept(positions, received)
+            accepted, glitch = self._outliers.accept(positions, received)
             if accepted:
                 self._joints = Stamped(positions, received, stamp_seconds(msg), received_ros)
                 self._joint_fault = ""
-        if not accepted:
-            jump = np.abs(positions - self._outliers.last[0]).max()
-            self._reject("joint_states outlier", f"joint_states jumped {jump:.4g} from the last reading (unconfirmed)")
+            last = self._outliers.last[0]
+        if glitch is not None:
+            jump = np.abs(glitch - last).max()
+            detail = f"joint_states jumped {jump:.4g} and the next reading did not confirm it: dropped"
+            self._reject("joint_states outlier", detail)
 
     def _joint_tolerance(self) -> float:
         return self.config.safety.joint_state_tolerance

@@ -73,18 +73,20 @@ class OutlierFilter:
         self.last: tuple[np.ndarray, float] | None = None  # accepted positions, receipt time (s)
         self.candidate: np.ndarray | None = None
 
-    def accept(self, positions: np.ndarray, received: float) -> bool:
+    def accept(self, positions: np.ndarray, received: float) -> tuple[bool, np.ndarray | None]:
+        """(whether to believe this reading, a held-back reading now dropped as a glitch)."""
         if self.last is None:
             self.last = (positions, received)
-            return True
+            return True, None
         previous, when = self.last
         allowed = self.jump + self.max_velocity * max(received - when, 0.0)
-        confirmed = self.candidate is not None and np.all(np.abs(positions - self.candidate) <= allowed)
-        if np.all(np.abs(positions - previous) <= allowed) or confirmed:
-            self.last, self.candidate = (positions, received), None
-            return True
+        pending, self.candidate = self.candidate, None
+        confirmed = pending is not None and np.all(np.abs(positions - pending) <= allowed)
+        if confirmed or np.all(np.abs(positions - previous) <= allowed):
+            self.last = (positions, received)
+            return True, None if confirmed else pending
         self.candidate = positions
-        return False
+        return False, pending
 
 
 def safe_path(targets: np.ndarray, start: np.ndarray, times: np.ndarray, limits: Limits) -> np.ndarray:

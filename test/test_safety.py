@@ -59,10 +59,11 @@ def test_joint_states_beyond_the_limits_are_implausible() -> None:
 
 def test_a_single_outlier_is_dropped_and_a_confirmed_jump_is_believed() -> None:
     joints = OutlierFilter(LIMITS.max_velocity, jump=0.3)
-    assert joints.accept(np.array([0.16, 0.0]), 0.00)
-    assert not joints.accept(np.array([0.95, 0.0]), 0.03)  # a glitch between sane readings
-    assert joints.accept(np.array([0.17, 0.0]), 0.06)
+    assert joints.accept(np.array([0.16, 0.0]), 0.00) == (True, None)
+    assert joints.accept(np.array([0.95, 0.0]), 0.03) == (False, None)  # a glitch between sane readings...
+    accepted, dropped = joints.accept(np.array([0.17, 0.0]), 0.06)
+    assert accepted and np.allclose(dropped, [0.95, 0.0])  # ...is dropped once the next one disagrees
     np.testing.assert_allclose(joints.last[0], [0.17, 0.0])
-    assert not joints.accept(np.array([-0.9, 1.5]), 0.09)  # the arm was moved (a reset)...
-    assert joints.accept(np.array([-0.9, 1.5]), 0.12)  # ...and the next reading confirms it
-    assert joints.accept(np.array([-0.8, 1.5]), 0.15)  # motion within the velocity limit is always fine
+    assert joints.accept(np.array([-0.9, 1.5]), 0.09) == (False, None)  # the arm was moved (a reset)...
+    assert joints.accept(np.array([-0.9, 1.5]), 0.12) == (True, None)  # ...and the next reading confirms it
+    assert joints.accept(np.array([-0.8, 1.5]), 0.15) == (True, None)  # motion within the velocity limit
