@@ -333,11 +333,12 @@ def fuzz_node(arm_config: str = "sim_arm", checkpoint: str = "", duration: float
 
 
 def format_fuzz(result: dict) -> str:
+    durations = ", ".join(f"{s:.2f}" for s in sorted(set(result["freezes_s"])))
     lines = [
         f"fuzz-node on {result['arm_config']} ({result['checkpoint']}), {result['seconds']:.0f} s, "
         f"seed {result['seed']}",
         f"  inputs sent: {sum(result['inputs_sent'].values())} in {len(result['inputs_sent'])} kinds; "
-        f"node frozen {len(result['freezes_s'])} times ({', '.join(f'{s:.2f}' for s in result['freezes_s'])} s)",
+        f"node frozen {len(result['freezes_s'])} times ({durations} s)",
         f"  commands: {result['trajectories']} trajectories, {result['points']} points, "
         f"{result['violations']} beyond the velocity limit relative to the arm "
         f"(largest first step: {result['worst_first_step_of_velocity_limit']:.0%} of the limit)",

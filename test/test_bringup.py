@@ -145,3 +145,11 @@ def test_evo1_instruct_reaches_the_node(ros_context, ros_env, nodes_in) -> None:
         time.sleep(0.1)
     finally:
         stop_node(process)
+
+
+def test_evo1_instruct_refuses_what_ros_would_cut() -> None:
+    """ROS 2 strings end at a NUL: the node would silently get 'touch the red cube'."""
+    from evo1_bringup.bringup import instruct
+
+    with pytest.raises(ValueError, match="NUL character at 18"):
+        instruct("touch the red cube\x00 and then the blue one")
