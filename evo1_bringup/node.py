@@ -148,6 +148,10 @@ class PolicyNode(LifecycleNode):
     def _on_set_parameters(self, params: list[Any]) -> SetParametersResult:
         for p in params:
             if p.name == "safety.dry_run" and self.config is not None:
+                if p.value and self._active:
+                    # Stop the arm before going quiet: it would otherwise run out the last trajectory.
+                    # Leaving dry run then restarts from where the arm is measured (after this hold).
+                    self._hold(self._ros_now(), "dry_run switched on")
                 self.config.safety.dry_run = bool(p.value)
                 self._status_changed = True
         return SetParametersResult(successful=True)
@@ -329,7 +333,8 @@ class PolicyNode(LifecycleNode):
             self._reject(error.cause, str(error))
             return
         received, received_ros = time.monotonic(), self._ros_now()
-        implausible = out_of_range(positions, self.config.action_names, self.limits, self._joint_tolerance())
+        tolerance = self.config.safety.joint_state_tolerance
+        implausible = out_of_range(positions, self.config.action_names, self.limits, tolerance)
         if implausible:
             # The arm cannot be there, or the reading is garbage: either way the node must not plan
             # from it, and it holds until a plausible reading arrives.
@@ -347,9 +352,6 @@ class PolicyNode(LifecycleNode):
             jump = np.abs(glitch - last).max()
             detail = f"joint_states jumped {jump:.4g} and the next reading did not confirm it: dropped"
             self._reject("joint_states outlier", detail)
-
-    def _joint_tolerance(self) -> float:
-        return self.config.safety.joint_state_tolerance
 
     def _on_instruction(self, msg: String) -> None:
         text = msg.data.strip()
@@ -637,10 +639,10 @@ class PolicyNode(LifecycleNode):
         self._pending_latency_mark = snapshot.received
 
     def _command(self, now: float, start: np.ndarray, times: np.ndarray, targets: np.ndarray) -> None:
+        if self.config.safety.dry_run:
+            return  # nothing commanded: whatever held before still holds
         points = safe_path(targets, start, times, self.limits)
         self._holding = False
-        if self.config.safety.dry_run:
-            return
         self._publish_trajectory(now, start, times, points)
         if self._pending_latency_mark is not None:
             self.obs_to_command.append(time.monotonic() - self._pending_latency_mark)

@@ -217,3 +217,42 @@ def test_the_fuzzer_finds_no_unsafe_command_on_another_arm(ros_env, tmp_path: Pa
     assert len(result["freezes_s"]) >= 5 and result["trajectories"] > 400, done.stdout
     assert result["worst_first_step_of_velocity_limit"] > 0.9, "the arm never moved near its limit"
     assert "camera 'front': undecodable image" in result["reject_causes"], result["reject_causes"]
+
+
+def _set_dry_run(ros_context, nodes, client, value: bool) -> None:
+    from rcl_interfaces.srv import SetParameters
+
+    request = SetParameters.Request(parameters=[Parameter("safety.dry_run", value=value).to_parameter_msg()])
+    future = client.call_async(request)
+    assert spin_for(ros_context, nodes, 10.0, until=future.done) and future.result().results[0].successful
+
+
+def test_dry_run_switched_on_holds_and_off_restarts_from_the_arm(ros_context, ros_env, nodes_in) -> None:
+    """Start in dry run (watch the chunks), let it move, go back to dry run while moving, move
+    again: the arm is stopped (not left running out the last trajectory) and each restart is
+    planned from where the arm is."""
+    from rcl_interfaces.srv import SetParameters
+
+    process, sim, recorder = node_sim_recorder(ros_env, nodes_in, safety__dry_run=True)
+    client = recorder.create_client(SetParameters, "evo1_policy_node/set_parameters")
+    nodes = [sim, recorder]
+    try:
+        recorder.instruct("touch the red block")
+        assert spin_for(ros_context, nodes, 60.0, until=lambda: len(recorder.received.chunks) >= 3)
+        assert recorder.received.trajectories == [], "dry run commanded"
+        for _ in range(2):
+            _set_dry_run(ros_context, nodes, client, False)
+            count = len(recorder.received.trajectories)
+            assert spin_for(
+                ros_context, nodes, 20.0, until=lambda n=count: len(recorder.received.trajectories) > n + 20
+            )
+            _set_dry_run(ros_context, nodes, client, True)
+            switched = len(recorder.received.trajectories)
+            spin_for(ros_context, nodes, 1.0)
+            quiet = recorder.received.trajectories[switched - 1 :]
+            last = quiet[-1][1]
+            assert len(quiet) <= 2 and len(last.points) == 1 and not any(last.points[0].velocities), "no hold"
+    finally:
+        stop_node(process)
+    audit = assert_safe_commands(recorder, sim, CONFIG)
+    assert audit.unchecked == 0
