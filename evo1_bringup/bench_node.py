@@ -30,8 +30,8 @@ from trajectory_msgs.msg import JointTrajectory
 from evo1_msgs.msg import PolicyStatus
 
 from .arm_config import NODE_NAME, ArmConfig
-from .node import COMMAND_QOS, INSTRUCTION_QOS
 from .paths import config_path
+from .ros_io import COMMAND_QOS, INSTRUCTION_QOS, stamp_seconds
 
 
 class Feeder(Node):
@@ -169,9 +169,7 @@ def bench_node(
                 spin(executor, duration)
                 rss_end = node_rss_mb(process.pid)
                 window = [s for t, s in feeder.statuses if t >= started]
-                stamps = [
-                    m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for t, m in feeder.trajectories if t >= started
-                ]
+                stamps = [stamp_seconds(m) for t, m in feeder.trajectories if t >= started]
                 executor.shutdown()
                 feeder.destroy_node()
         finally:

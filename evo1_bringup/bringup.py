@@ -17,8 +17,9 @@ from std_msgs.msg import String
 
 from .arm_config import ArmConfig
 from .launch_args import parse_bool, policy_overrides
-from .node import INSTRUCTION_QOS, PolicyNode, spin_until_signal
+from .node import PolicyNode
 from .paths import config_path
+from .ros_io import INSTRUCTION_QOS, spin_until_signal
 
 
 def _ros_value(value: object) -> str:
@@ -94,7 +95,8 @@ def bringup(
         def finished() -> bool:
             return policy.configure_failed or (runner is not None and runner.done)
 
-        spin_until_signal(nodes, duration=duration, until=finished)
+        autostart = [policy] if policy.get_parameter("autostart").value else []
+        spin_until_signal(nodes, duration=duration, until=finished, autostart=autostart)
         if policy.configure_failed:
             for node in nodes:
                 node.destroy_node()

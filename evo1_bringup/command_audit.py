@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from trajectory_msgs.msg import JointTrajectory
 
+from .ros_io import seconds, stamp_seconds
+
 # Slack for arithmetic, not for motion: stamps are float seconds since 1970 (resolution ~0.24 us)
 # and travel as integer nanoseconds, which costs about 1e-6 of a unit at 2 units/s. 1e-5 rad is
 # far below anything a joint can feel and far below the violations this audit exists to catch.
@@ -45,12 +47,12 @@ class Audit:
 
 def message_start(msg: JointTrajectory, received: float) -> float:
     """When a trajectory starts: its stamp, or its arrival when unstamped ("start now")."""
-    stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+    stamp = stamp_seconds(msg)
     return stamp if stamp else received
 
 
 def _arrays(msg: JointTrajectory) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    times = np.array([p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in msg.points])
+    times = np.array([seconds(p.time_from_start) for p in msg.points])
     positions = np.array([list(p.positions) for p in msg.points], dtype=float)
     velocities = np.array([list(p.velocities) for p in msg.points], dtype=float)
     return times, positions, velocities

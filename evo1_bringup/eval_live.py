@@ -31,8 +31,8 @@ from evo1_policy.evaluate import EpisodeResult, metrics
 from evo1_policy.report import write_report
 
 from .arm_config import NODE_NAME, ArmConfig
-from .node import COMMAND_QOS, INSTRUCTION_QOS
 from .paths import config_path
+from .ros_io import COMMAND_QOS, INSTRUCTION_QOS, stamp_seconds
 
 
 def get_message(msgtype: str) -> type:
@@ -124,7 +124,7 @@ def score_chunks(chunks: list[ActionChunk], episode: Any, start: float, bag: Pat
     )
     unplaced = 0
     for chunk in chunks:
-        stamp = chunk.header.stamp.sec + chunk.header.stamp.nanosec * 1e-9
+        stamp = stamp_seconds(chunk)
         step = round((stamp - start) / dt)
         if not 0 <= step < episode.length or list(chunk.joint_names) != episode.action_names:
             unplaced += 1

@@ -39,8 +39,7 @@ from .arm_config import NODE_NAME, ArmConfig
 from .bench_node import config_copy
 from .command_audit import audit_commands, message_start
 from .follower import TrajectoryFollower
-from .node import COMMAND_QOS, INSTRUCTION_QOS, stamp_seconds
-from .sim_eval import isolate_domain
+from .ros_io import COMMAND_QOS, INSTRUCTION_QOS, isolate_domain, seconds, stamp_seconds
 
 FRAME = (72, 96)  # height, width of the stand-in cameras' frames
 FREEZES = (0.1, 0.2, 0.35, 0.6, 1.0)  # seconds the node's process is stopped
@@ -79,10 +78,7 @@ class StandInArm(Node):
     def _on_trajectory(self, msg: JointTrajectory) -> None:
         stamp = stamp_seconds(msg)
         start = time.monotonic() + (stamp - self.now() if stamp else 0.0)
-        points = [
-            (p.time_from_start.sec + p.time_from_start.nanosec * 1e-9, np.array(p.positions), np.array(p.velocities))
-            for p in msg.points
-        ]
+        points = [(seconds(p.time_from_start), np.array(p.positions), np.array(p.velocities)) for p in msg.points]
         problem = self.follower.command(list(msg.joint_names), points, start)
         if problem:
             self.refused[problem] += 1

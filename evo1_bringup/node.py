@@ -14,30 +14,26 @@ from __future__ import annotations
 import collections
 import math
 import os
-import signal
 import threading
 import time
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import rclpy
-from builtin_interfaces.msg import Duration
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import qos_profile_sensor_data
 from rclpy.signals import SignalHandlerOptions
 from rclpy.time import Time
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Float64, String
-from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+from trajectory_msgs.msg import JointTrajectory
 
 from evo1_msgs.msg import ActionChunk, PolicyStatus
 from evo1_msgs.srv import Reset
-from evo1_policy.images import SUPPORTED_ENCODINGS, ImageError, decode_compressed_msg, decode_image_msg
+from evo1_policy.images import ImageError, decode_compressed_msg, decode_image_msg, header_problem
 from evo1_policy.joints import JointStateError, joint_positions
 from evo1_policy.normalize import Normalizer
 from evo1_policy.policy import Evo1Policy
@@ -45,21 +41,9 @@ from evo1_policy.policy import Evo1Policy
 from .arm_config import NODE_NAME, ArmConfig, parameter_schema
 from .chunking import ChunkExecutor, Request
 from .paths import checkpoint_path
-from .safety import (
-    Commanded,
-    Limits,
-    OutlierFilter,
-    check_chunk,
-    finite_difference_velocities,
-    hold_point,
-    out_of_range,
-    safe_path,
-)
+from .ros_io import COMMAND_QOS, INSTRUCTION_QOS, spin_until_signal, stamp_seconds, trajectory_message
+from .safety import Commanded, Limits, OutlierFilter, check_chunk, hold_point, out_of_range, safe_path
 
-INSTRUCTION_QOS = QoSProfile(
-    depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
-)
-COMMAND_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 MAX_REJECT_CAUSES = 32  # distinct causes kept in the status; further new kinds count as "other"
 MAX_DETAIL = 300  # characters of a rejected input's detail kept for the status
 
@@ -318,7 +302,7 @@ class PolicyNode(LifecycleNode):
         return self.get_clock().now().nanoseconds * 1e-9
 
     def _on_image(self, index: int, name: str, msg: Any) -> None:
-        problem = check_image_fields(msg)
+        problem = header_problem(msg)  # cheap; full decoding happens in the worker
         if problem:
             kind, detail = problem
             self._reject(f"camera '{name}': {kind}", f"camera '{name}': {detail}")
@@ -744,31 +728,6 @@ class PolicyNode(LifecycleNode):
         self.status_pub.publish(msg)
 
 
-def trajectory_message(names: list[str], points: np.ndarray, start: np.ndarray, times: np.ndarray) -> JointTrajectory:
-    """Points at `times` (seconds from the message's start, increasing), with finite-difference
-    velocities from `start` that end at rest; `names` may leave out trailing columns (a gripper
-    commanded on its own topic). Unstamped."""
-    columns = len(names)
-    velocities = finite_difference_velocities(points, start, times)
-    msg = JointTrajectory(joint_names=list(names))
-    for position, velocity, seconds in zip(points, velocities, times, strict=True):
-        nanoseconds = round(float(seconds) * 1e9)
-        msg.points.append(
-            JointTrajectoryPoint(
-                positions=position[:columns].tolist(),
-                velocities=velocity[:columns].tolist(),
-                time_from_start=Duration(sec=nanoseconds // 10**9, nanosec=nanoseconds % 10**9),
-            )
-        )
-    return msg
-
-
-def stamp_seconds(msg: Any) -> float:
-    """A message's header stamp in seconds (0 when it has no header)."""
-    header = getattr(msg, "header", None)
-    return header.stamp.sec + header.stamp.nanosec * 1e-9 if header is not None else 0.0
-
-
 def describe(error: BaseException) -> str:
     """One line for any error: the checkpoint loaders already name the file; anything else also
     gets its type, since 'CUDA out of memory' or a KeyError alone says too little."""
@@ -776,58 +735,10 @@ def describe(error: BaseException) -> str:
     return text if isinstance(error, (ValueError, FileNotFoundError)) else f"{type(error).__name__}: {text}"
 
 
-def check_image_fields(msg: Any) -> tuple[str, str] | None:
-    """(cause, detail) when an image cannot be used: cheap header checks in the callback; full
-    decoding happens in the worker."""
-    if isinstance(msg, CompressedImage):
-        fmt = msg.format.lower()
-        if not any(k in fmt for k in ("jpeg", "jpg", "png")):
-            return "unsupported format", f"compressed format {msg.format[:40]!r} unsupported; expected jpeg or png"
-        return None if len(msg.data) else ("empty image", "empty compressed image")
-    if msg.encoding not in SUPPORTED_ENCODINGS:
-        expected = ", ".join(SUPPORTED_ENCODINGS)
-        return "unsupported encoding", f"encoding {msg.encoding[:40]!r} unsupported; expected one of {expected}"
-    if msg.width == 0 or msg.height == 0:
-        return "empty image", f"image size {msg.width}x{msg.height} is empty"
-    if len(msg.data) < msg.step * msg.height:
-        size = f"{msg.width}x{msg.height}"
-        return "image size mismatch", f"image data {len(msg.data)} bytes, expected {msg.step * msg.height} for {size}"
-    return None
-
-
-def spin_until_signal(
-    nodes: list[Any], context: Any = None, duration: float | None = None, until: Callable[[], bool] | None = None
-) -> None:
-    """Spin until SIGINT/SIGTERM (or `duration` seconds, or `until()`), then hold and shut every
-    node down cleanly."""
-    stop = threading.Event()
-    deadline = time.monotonic() + duration if duration else math.inf
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    executor = SingleThreadedExecutor(context=context)
-    for node in nodes:
-        executor.add_node(node)
-    try:
-        for node in nodes:
-            autostart = isinstance(node, PolicyNode) and node.get_parameter("autostart").value
-            if autostart and node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
-                node.trigger_activate()
-        while not stop.is_set() and time.monotonic() < deadline and not (until and until()):
-            executor.spin_once(timeout_sec=0.05)
-    except ExternalShutdownException:
-        pass
-    finally:
-        for node in nodes:
-            if hasattr(node, "shutdown_cleanly"):
-                node.shutdown_cleanly()
-        executor.shutdown(timeout_sec=1.0)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
 def main(args: list[str] | None = None) -> int:
     with rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO):
         node = PolicyNode()
-        spin_until_signal([node])
+        spin_until_signal([node], autostart=[node] if node.get_parameter("autostart").value else [])
         node.destroy_node()
     return 0
 

@@ -29,7 +29,7 @@ from evo1_msgs.srv import StartEpisode
 
 from .arm_config import ArmConfig
 from .follower import TrajectoryFollower
-from .node import COMMAND_QOS, spin_until_signal
+from .ros_io import COMMAND_QOS, seconds, spin_until_signal, stamp_seconds
 from .sim_scene import HOME, Scene, random_placement, start_pose
 
 EVENTS_TOPIC = "sim/episode_events"
@@ -80,15 +80,12 @@ class SimArmNode(Node):
         self.started_stamp = 0.0  # ROS time, seconds
 
     def _on_trajectory(self, msg: JointTrajectory) -> None:
-        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        stamp = stamp_seconds(msg)
         if stamp and stamp < self.started_stamp:
             # Sent before the last reset teleported the arm home: following it would undo the reset.
             self.get_logger().debug("trajectory from before the episode start ignored")
             return
-        points = [
-            (p.time_from_start.sec + p.time_from_start.nanosec * 1e-9, np.array(p.positions), np.array(p.velocities))
-            for p in msg.points
-        ]
+        points = [(seconds(p.time_from_start), np.array(p.positions), np.array(p.velocities)) for p in msg.points]
         # A stamped trajectory starts at its stamp, as joint_trajectory_controller starts it; an
         # unstamped one on arrival.
         now = time.monotonic()

@@ -33,7 +33,7 @@ from evo1_policy.images import decode_image_msg
 from evo1_policy.joints import JointStateError, joint_positions
 
 from .arm_config import NODE_NAME, ArmConfig
-from .node import COMMAND_QOS, INSTRUCTION_QOS, trajectory_message
+from .ros_io import COMMAND_QOS, INSTRUCTION_QOS, stamp_seconds, trajectory_message
 from .sim_arm import EVENT_QOS, EVENTS_TOPIC, START_SERVICE
 from .sim_expert import ReachExpert
 from .sim_scene import CUBE_COLORS, Placement, Scene, instruction_for, surface_distance
@@ -162,7 +162,7 @@ class EpisodeRunner(Node):
         seed = int(event.seed)
         instructed = wrong_color(event.target, seed) if self.wrong_instruction else event.target
         instruction = instruction_for(instructed)
-        stamp = event.header.stamp.sec + event.header.stamp.nanosec * 1e-9
+        stamp = stamp_seconds(event)
         self.current = {"event": event, "instruction": instruction, "instructed": instructed, "stamp": stamp}
         self.frames = []
         if self.record_dir is not None:
@@ -210,7 +210,7 @@ class EpisodeRunner(Node):
         joints = self.joints
         if joints is None:
             return
-        stamp = joints.header.stamp.sec + joints.header.stamp.nanosec * 1e-9
+        stamp = stamp_seconds(joints)
         if self.expert is None:
             if stamp < self.current["stamp"]:
                 return  # the arm's state from before the reset
@@ -273,7 +273,7 @@ class EpisodeRunner(Node):
         if self.writer is None or self.state != "running":
             return
         if stamp is None:
-            stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+            stamp = stamp_seconds(msg)
             if stamp < self.current["stamp"]:
                 return  # published before the reset
         self.writer.write(self.connections[key], int(stamp * 1e9), serialize_message(msg))
@@ -350,8 +350,8 @@ def main(args: list[str] | None = None) -> int:
     import rclpy
     from rclpy.signals import SignalHandlerOptions
 
-    from .node import spin_until_signal
     from .paths import config_path
+    from .ros_io import spin_until_signal
     from .sim_scene import EVAL_SEED_START
 
     parser = argparse.ArgumentParser(description="Scored episodes on the simulated arm")

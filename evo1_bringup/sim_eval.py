@@ -24,16 +24,9 @@ from rclpy.executors import SingleThreadedExecutor
 from .arm_config import ArmConfig
 from .bringup import ros_arguments
 from .paths import config_path
+from .ros_io import isolate_domain
 from .sim_episodes import EpisodeRunner, format_summary, summarize
 from .sim_scene import CUBE_COLORS, EVAL_SEED_START
-
-
-def isolate_domain() -> int:
-    """A DDS domain of this run's own unless ROS_DOMAIN_ID is set: an evaluation must not hear
-    (or command) another simulator or policy node on the same machine or network."""
-    if not os.environ.get("ROS_DOMAIN_ID"):
-        os.environ["ROS_DOMAIN_ID"] = str(150 + os.getpid() % 80)
-    return int(os.environ["ROS_DOMAIN_ID"])
 
 
 def _spawn(module: str, args: list[str], log: Path) -> subprocess.Popen:

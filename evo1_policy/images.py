@@ -55,26 +55,44 @@ def as_rgb(image: np.ndarray) -> np.ndarray:
     raise ImageError(f"image of shape {image.shape} unsupported; expected uint8 RGB (H, W, 3)")
 
 
-def decode_image_msg(msg: Any) -> np.ndarray:
-    """sensor_msgs/Image (any object with its fields) -> RGB uint8 (H, W, 3)."""
+def header_problem(msg: Any) -> tuple[str, str] | None:
+    """(cause, detail) when an Image or CompressedImage (any object with its fields) cannot be
+    decoded by its header alone; None otherwise. The one home of these rules: the live node runs
+    it in its callbacks (cheap), the decoders below before decoding."""
+    if hasattr(msg, "format"):  # CompressedImage
+        fmt = str(msg.format)
+        if not any(kind in fmt.lower() for kind in ("jpeg", "jpg", "png")):
+            return "unsupported format", f"compressed format {fmt[:40]!r} unsupported; expected jpeg or png"
+        return None if len(msg.data) else ("empty image", "empty compressed image")
     height, width, step, encoding = int(msg.height), int(msg.width), int(msg.step), str(msg.encoding)
     if encoding not in _CHANNELS:
-        raise ImageError(f"image encoding {encoding!r} unsupported; expected one of {', '.join(SUPPORTED_ENCODINGS)}")
+        expected = ", ".join(SUPPORTED_ENCODINGS)
+        return "unsupported encoding", f"encoding {encoding[:40]!r} unsupported; expected one of {expected}"
     if height <= 0 or width <= 0:
-        raise ImageError(f"image of size {width}x{height} is empty")
+        return "empty image", f"image size {width}x{height} is empty"
+    if step < width * _CHANNELS[encoding] or len(msg.data) < step * height:
+        detail = f"image data {len(msg.data)} bytes, expected {step * height} for {width}x{height} {encoding}"
+        return "image size mismatch", f"{detail} with step {step} (too short)"
+    return None
+
+
+def decode_image_msg(msg: Any) -> np.ndarray:
+    """sensor_msgs/Image (any object with its fields) -> RGB uint8 (H, W, 3)."""
+    problem = header_problem(msg)
+    if problem:
+        raise ImageError(problem[1])
+    height, width, step, encoding = int(msg.height), int(msg.width), int(msg.step), str(msg.encoding)
     channels = _CHANNELS[encoding]
     data = np.frombuffer(bytes(msg.data) if not isinstance(msg.data, np.ndarray) else msg.data, dtype=np.uint8)
-    if step < width * channels or data.size < step * height:
-        raise ImageError(f"image data of {data.size} bytes too short for {width}x{height} {encoding} with step {step}")
     rows = data[: step * height].reshape(height, step)[:, : width * channels]
     return to_rgb(rows.reshape(height, width, channels), encoding)
 
 
 def decode_compressed_msg(msg: Any) -> np.ndarray:
     """sensor_msgs/CompressedImage (jpeg or png) -> RGB uint8 (H, W, 3)."""
-    fmt = str(msg.format).lower()
-    if not any(kind in fmt for kind in ("jpeg", "jpg", "png")):
-        raise ImageError(f"compressed image format {msg.format!r} unsupported; expected jpeg or png")
+    problem = header_problem(msg)
+    if problem and problem[0] != "empty image":  # an empty one fails below, as undecodable
+        raise ImageError(problem[1])
     buffer = np.frombuffer(bytes(msg.data) if not isinstance(msg.data, np.ndarray) else msg.data, dtype=np.uint8)
     bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR) if buffer.size else None
     if bgr is None:

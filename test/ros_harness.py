@@ -19,7 +19,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from evo1_bringup.arm_config import ArmConfig
 from evo1_bringup.command_audit import Audit, audit_commands, message_start
-from evo1_bringup.node import COMMAND_QOS, INSTRUCTION_QOS
+from evo1_bringup.ros_io import COMMAND_QOS, INSTRUCTION_QOS, seconds
 from evo1_bringup.sim_arm import SimArmNode
 from evo1_msgs.msg import ActionChunk, PolicyStatus
 
@@ -135,7 +135,7 @@ def wild_checkpoint(config: ArmConfig, folder: Path) -> str:
 
 
 def trajectory_arrays(msg: JointTrajectory) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    times = np.array([p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in msg.points])
+    times = np.array([seconds(p.time_from_start) for p in msg.points])
     positions = np.array([list(p.positions) for p in msg.points])
     velocities = np.array([list(p.velocities) for p in msg.points])
     return times, positions, velocities

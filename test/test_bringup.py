@@ -153,3 +153,14 @@ def test_evo1_instruct_refuses_what_ros_would_cut() -> None:
 
     with pytest.raises(ValueError, match="NUL character at 18"):
         instruct("touch the red cube\x00 and then the blue one")
+
+
+def test_the_simulator_and_the_fuzzer_do_not_load_the_model() -> None:
+    """Drivers and tools import the shared ROS plumbing (ros_io.py), not the policy node: a
+    MuJoCo arm that loaded torch and transformers took seconds longer to start."""
+    code = (
+        "import sys, evo1_bringup.sim_arm, evo1_bringup.fuzz_node\n"
+        "print(sorted({'torch', 'transformers'} & set(sys.modules)))"
+    )
+    done = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from evo1_bringup.arm_config import ArmConfig
+from evo1_bringup.follower import TrajectoryFollower
 from evo1_bringup.paths import checkpoint_path, config_path
-from evo1_bringup.sim_arm import TrajectoryFollower
 from evo1_bringup.sim_expert import ReachExpert
 from evo1_bringup.sim_scene import (
     CUBE_COLORS,
