@@ -589,15 +589,27 @@ class PolicyNode(LifecycleNode):
     def _start_position(self, now: float) -> np.ndarray | None:
         """Where the arm is at `now`, the start of the next message (docs/safety.md): on the running
         trajectory (or at rest at its end); after a hold, or before any command, at rest wherever a
-        joint state received after the hold ended says. None: no such joint state yet."""
+        joint state measured after the hold ended says. None: no such joint state yet."""
         commanded = self._commanded
         if commanded is not None and not self._holding:
             return commanded.position_at(now)
         with self._lock:
             joints = self._joints
-        if commanded is not None and joints.received_ros <= commanded.end_time:
+        if commanded is not None and not self._measured_after(joints, commanded.end_time):
             return None
         return joints.value.copy()
+
+    def _measured_after(self, joints: Stamped, moment: float) -> bool:
+        """Whether a joint state was measured after `moment` (node ROS time): a reading can arrive
+        after the moment yet be older. Its stamp says when, if it agrees with the arrival (the
+        clocks are shared); otherwise (no stamp, another clock, a replayed bag) its arrival, one
+        control period later."""
+        shared_clock = (
+            joints.stamp > 0 and abs(joints.received_ros - joints.stamp) <= self.config.safety.joint_state_timeout
+        )
+        if shared_clock:
+            return joints.stamp > moment
+        return joints.received_ros > moment + self.dt
 
     def _accept_chunk(
         self, chunk: np.ndarray, snapshot: Snapshot, latency: float, generation: int, tick: int, now: float
