@@ -39,7 +39,7 @@ from .arm_config import NODE_NAME, ArmConfig
 from .bench_node import config_copy
 from .command_audit import audit_commands, message_start
 from .follower import TrajectoryFollower
-from .ros_io import COMMAND_QOS, INSTRUCTION_QOS, isolate_domain, seconds, stamp_seconds
+from .ros_io import COMMAND_QOS, INSTRUCTION_QOS, follow_trajectory, isolate_domain
 
 FRAME = (72, 96)  # height, width of the stand-in cameras' frames
 FREEZES = (0.1, 0.2, 0.35, 0.6, 1.0)  # seconds the node's process is stopped
@@ -76,10 +76,7 @@ class StandInArm(Node):
         return self.get_clock().now().nanoseconds * 1e-9
 
     def _on_trajectory(self, msg: JointTrajectory) -> None:
-        stamp = stamp_seconds(msg)
-        start = time.monotonic() + (stamp - self.now() if stamp else 0.0)
-        points = [(seconds(p.time_from_start), np.array(p.positions), np.array(p.velocities)) for p in msg.points]
-        problem = self.follower.command(list(msg.joint_names), points, start)
+        problem = follow_trajectory(self.follower, msg, self.now())
         if problem:
             self.refused[problem] += 1
         else:

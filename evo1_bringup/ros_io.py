@@ -67,6 +67,17 @@ def stamp_seconds(msg: Any) -> float:
     return seconds(header.stamp) if header is not None else 0.0
 
 
+def follow_trajectory(follower: Any, msg: JointTrajectory, ros_now: float) -> str:
+    """Hand a JointTrajectory to a TrajectoryFollower (follower.py) as joint_trajectory_controller
+    takes it: a stamped one starts at its stamp, an unstamped one on arrival. Returns '' or why
+    the controller would refuse it."""
+    stamp = stamp_seconds(msg)
+    now = time.monotonic()
+    start = now + (stamp - ros_now) if stamp else now
+    points = [(seconds(p.time_from_start), np.array(p.positions), np.array(p.velocities)) for p in msg.points]
+    return follower.command(list(msg.joint_names), points, start)
+
+
 def spin_until_signal(
     nodes: list[Any],
     context: Any = None,

@@ -29,7 +29,7 @@ from evo1_msgs.srv import StartEpisode
 
 from .arm_config import ArmConfig
 from .follower import TrajectoryFollower
-from .ros_io import COMMAND_QOS, seconds, spin_until_signal, stamp_seconds
+from .ros_io import COMMAND_QOS, follow_trajectory, spin_until_signal, stamp_seconds
 from .sim_scene import HOME, Scene, random_placement, start_pose
 
 EVENTS_TOPIC = "sim/episode_events"
@@ -85,12 +85,7 @@ class SimArmNode(Node):
             # Sent before the last reset teleported the arm home: following it would undo the reset.
             self.get_logger().debug("trajectory from before the episode start ignored")
             return
-        points = [(seconds(p.time_from_start), np.array(p.positions), np.array(p.velocities)) for p in msg.points]
-        # A stamped trajectory starts at its stamp, as joint_trajectory_controller starts it; an
-        # unstamped one on arrival.
-        now = time.monotonic()
-        start = now + (stamp - self.get_clock().now().nanoseconds * 1e-9) if stamp else now
-        problem = self.follower.command(list(msg.joint_names), points, start)
+        problem = follow_trajectory(self.follower, msg, self.get_clock().now().nanoseconds * 1e-9)
         if problem:
             self.get_logger().warning(f"trajectory rejected: {problem}")
         else:
