@@ -117,6 +117,37 @@ def cmd_sim_record(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pretrain_vlm(args: argparse.Namespace) -> int:
+    from .sim_grounding import PretrainConfig, pretrain_vlm
+
+    report = pretrain_vlm(PretrainConfig.load(args.config, list(args.overrides)))
+    shown = ", ".join(f"{k} {v:.1%}" for k, v in report["held_out_accuracy"].items())
+    print(f"evo1 pretrain-vlm: held-out accuracy {shown}")
+    return 0
+
+
+def cmd_vqa_eval(args: argparse.Namespace) -> int:
+    from .sim_grounding import vqa_eval
+
+    accuracy = vqa_eval(args.vlm, args.checkpoint, args.scenes)
+    print(", ".join(f"{k} {v:.1%}" for k, v in accuracy.items()))
+    if args.json:
+        with open(args.json, "w") as handle:
+            handle.write(json.dumps(accuracy, indent=2) + "\n")
+    return 0
+
+
+def cmd_sim_probe(args: argparse.Namespace) -> int:
+    from .sim_grounding import first_chunk_probe, format_probe
+
+    result = first_chunk_probe(args.checkpoint, args.scenes, args.seed_start)
+    print(format_probe(result))
+    if args.json:
+        with open(args.json, "w") as handle:
+            handle.write(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction, handlers: dict[str, Handler]) -> None:
     p = sub.add_parser("bringup", help="start the policy node (and simulated arm) like arm.launch.py")
     for arg in LAUNCH_ARGUMENTS:
@@ -211,3 +242,22 @@ def register(sub: argparse._SubParsersAction, handlers: dict[str, Handler]) -> N
         "--every-target", action="store_true", help="each placement once per cube (3 episodes per placement)"
     )
     handlers["sim-record"] = cmd_sim_record
+
+    p = sub.add_parser("pretrain-vlm", help="stage 0: pretrain the backbone on questions about simulator scenes")
+    p.add_argument("config", nargs="?", help="YAML (see config/pretrain_vlm_sim.yaml)")
+    p.add_argument("overrides", nargs="*", help="key=value, e.g. pretrain.steps=2000 output=runs/x")
+    handlers["pretrain-vlm"] = cmd_pretrain_vlm
+
+    p = sub.add_parser("vqa-eval", help="held-out VQA accuracy of a pretrained VLM (or of a policy's backbone)")
+    p.add_argument("vlm", help="folder written by evo1 pretrain-vlm (its language head reads the answers)")
+    p.add_argument("--checkpoint", help="a policy checkpoint: score its backbone instead (after action training)")
+    p.add_argument("--scenes", type=int, default=500)
+    p.add_argument("--json", metavar="FILE")
+    handlers["vqa-eval"] = cmd_vqa_eval
+
+    p = sub.add_parser("sim-probe", help="first-chunk probe: does the policy head for the cube it is told?")
+    p.add_argument("--checkpoint", default="sim_touch", help="checkpoint folder or shipped name")
+    p.add_argument("--scenes", type=int, default=30)
+    p.add_argument("--seed-start", type=int, default=EVAL_SEED_START)
+    p.add_argument("--json", metavar="FILE")
+    handlers["sim-probe"] = cmd_sim_probe

@@ -32,6 +32,9 @@ WEIGHTS_FILE = "model.safetensors"
 FORMAT_TAG = "evo1_ros/1"
 REQUIRED_FILES = (CONFIG_FILE, WEIGHTS_FILE, NORM_STATS_FILE, TOKENIZER_FILE)
 REFERENCE_PICKLES = ("mp_rank_00_model_states.pt", "checkpoint.pt")
+# Beside an -hf folder's config.json when `evo1 pretrain-vlm` wrote it: the whole preset it was
+# pretrained as (prompt order included), so stage 1 cannot start from it with other sizes or order.
+PRETRAINED_PRESET_FILE = "evo1_config.json"
 
 
 class CheckpointError(ValueError):
@@ -394,6 +397,21 @@ def from_internvl_hf(
     ):
         if theirs is not None and ours != theirs:
             raise CheckpointError(f"{folder}: hidden size {theirs} does not match the config's {ours}")
+    pretrained_as = folder / PRETRAINED_PRESET_FILE
+    if pretrained_as.is_file():
+        pretrained = _config_from_json(_read_json(pretrained_as), pretrained_as)
+        ours = (config.vision, config.text.num_layers, config.text.hidden_size, config.instruction_first)
+        theirs = (
+            pretrained.vision,
+            pretrained.text.num_layers,
+            pretrained.text.hidden_size,
+            pretrained.instruction_first,
+        )
+        if ours != theirs:
+            raise CheckpointError(
+                f"{folder} was pretrained as {pretrained.preset} (instruction_first={pretrained.instruction_first}); "
+                f"preset {config.preset} differs in its backbone sizes or prompt order"
+            )
     model = Evo1Model(config)
     mapped, dropped = map_internvl_hf_state_dict(load_safetensors_dir(folder), config.text.num_layers)
     backbone_keys = {k for k in model.state_dict() if k.startswith("embedder.")}

@@ -70,6 +70,13 @@ class PromptTokenizer:
     def _text(self, text: str) -> list[int]:
         return self._tokenizer.encode(text, add_special_tokens=False).ids
 
+    def answer_ids(self, answer: str) -> list[int]:
+        """The tokens of an answer that follows a prompt (a space, then the words)."""
+        return self._text(" " + answer.strip())
+
+    def decode(self, ids: list[int]) -> str:
+        return self._tokenizer.decode(ids)
+
     def prompt_ids(
         self, instruction: str, num_views: int, tokens_per_view: int, instruction_first: bool = False
     ) -> list[int]:

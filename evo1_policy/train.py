@@ -90,17 +90,23 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
-        data = yaml.safe_load(Path(path).read_text()) if path else {}
-        config = _build(cls, data or {}, "")
-        for item in overrides or []:
-            if "=" not in item:
-                raise ValueError(f"override {item!r} is not key=value")
-            key, value = item.split("=", 1)
-            _override(config, key, yaml.safe_load(value))
-        return config
+        return load_yaml_config(cls, path, overrides)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def load_yaml_config(kind: type, path: str | Path | None, overrides: list[str] | None = None) -> Any:
+    """A dataclass tree of `kind` from a YAML file and key=value overrides; unknown keys and values
+    of the wrong type are errors that name them."""
+    data = yaml.safe_load(Path(path).read_text()) if path else {}
+    config = _build(kind, data or {}, "")
+    for item in overrides or []:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} is not key=value")
+        key, value = item.split("=", 1)
+        _override(config, key, yaml.safe_load(value))
+    return config
 
 
 def _build(kind: type, data: dict[str, Any], where: str) -> Any:
