@@ -181,13 +181,27 @@ def test_shipped_policy_closes_the_loop_and_reaches_a_cube(shipped_policy_episod
 
 
 @pytest.mark.slow
-@pytest.mark.ros
+def test_shipped_policy_heads_for_the_cube_it_is_told() -> None:
+    """The first-chunk probe (the policy and the arm's kinematics in this process, no timing
+    involved), on placements it never saw, each cube asked in turn: the first chunk goes toward
+    the cube the instruction names, not toward one of the others."""
+    from evo1_bringup.sim_grounding import first_chunk_probe
+
+    result = first_chunk_probe("sim_touch", scenes=10, seed_start=EVAL_SEED_START + 700)
+    # Ignoring the words scores ~33 %; the shipped policy scored 74 % on 30 placements (docs/sim.md).
+    assert result["heads_to_named"] >= 0.5, result
+    assert result["named_cube_gain_cm"] > result["other_cubes_gain_cm"] + 2.0, result
+
+
+@pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 7, not met: the shipped policy, trained from scratch on 2 CPU cores, goes to a cube but "
-    "has not learned which one the instruction names (docs/sim.md)",
+    reason="issue 12, not met yet: the shipped policy heads for the named cube in 70 % of these asks "
+    "(74 % of 90 in docs/sim.md) and succeeds in 30 % of closed-loop episodes; the bar is 80 % success",
 )
-def test_shipped_policy_moves_toward_the_named_cube(shipped_policy_episodes) -> None:
-    outcomes = shipped_policy_episodes["summary"]["outcomes"]
-    for outcome in outcomes:
-        assert outcome["final_distance"] < 0.05, f"did not end at the {outcome['target']} cube: {outcome}"
+def test_shipped_policy_heads_for_the_named_cube_nine_times_in_ten() -> None:
+    """The bar, on the deterministic probe (the closed loop's outcome on three episodes is chance
+    with a policy at 30 %, so it cannot carry a strict expected failure)."""
+    from evo1_bringup.sim_grounding import first_chunk_probe
+
+    assert first_chunk_probe("sim_touch", scenes=10, seed_start=EVAL_SEED_START + 700)["heads_to_named"] >= 0.9
