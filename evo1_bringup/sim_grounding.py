@@ -7,10 +7,8 @@ probe (where the first predicted chunk takes the fingertip, asked once per cube)
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -66,11 +64,8 @@ def pretrain_vlm(config: PretrainConfig, log: Any = print) -> dict[str, Any]:
     )
     test = held_out_set(size, d.held_out_scenes, d.camera, d.render_size)
     log(f"rendered {d.train_scenes} + {d.held_out_scenes} scenes in {time.perf_counter() - started:.0f} s")
-    Path(config.output).mkdir(parents=True, exist_ok=True)
-    report = pretrain(model_config, train, test, config.pretrain, config.output, log)
-    report["render_seconds"] = time.perf_counter() - started - report["seconds"]
-    (Path(config.output) / "final" / "vqa_report.json").write_text(json.dumps(report, indent=2) + "\n")
-    return report
+    extras = {"render_seconds": time.perf_counter() - started}
+    return pretrain(model_config, train, test, config.pretrain, config.output, log, extras)
 
 
 def vqa_eval(vlm: str, checkpoint: str | None = None, scenes: int = 500) -> dict[str, float]:

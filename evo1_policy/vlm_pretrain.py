@@ -70,10 +70,9 @@ class VQABatch:
     view_mask: torch.Tensor  # (B, V) bool
     input_ids: torch.Tensor  # (B, L): prompt + answer, right-padded
     text_mask: torch.Tensor  # (B, L) bool
-    rows: torch.Tensor  # (K,) batch row of each answer token
+    rows: torch.Tensor  # (K,) batch row (question) of each answer token
     positions: torch.Tensor  # (K,) the position whose output predicts it (the token before it)
     targets: torch.Tensor  # (K,) the answer token ids
-    item_of_target: torch.Tensor  # (K,) which batch row it belongs to (for exact match)
 
     def to(self, device: torch.device) -> VQABatch:
         return VQABatch(**{k: v.to(device) for k, v in self.__dict__.items()})
@@ -119,16 +118,14 @@ def make_batch(data: VQASet, indices: Sequence[int], tokenizer: PromptTokenizer,
             row_of.append(b)
             position.append(len(prompt) - 1 + j)
             target.append(token)
-    row_tensor = torch.tensor(row_of)
     return VQABatch(
         pixel_values=torch.from_numpy(pixels),
         view_mask=torch.ones((len(rows), views), dtype=torch.bool),
         input_ids=ids,
         text_mask=mask,
-        rows=row_tensor,
+        rows=torch.tensor(row_of),
         positions=torch.tensor(position),
         targets=torch.tensor(target),
-        item_of_target=row_tensor.clone(),
     )
 
 
@@ -147,7 +144,7 @@ def evaluate(
         indices = list(range(start, min(start + batch_size, len(data.items))))
         batch = make_batch(data, indices, tokenizer, model.config).to(device)
         hits = model.answer_logits(batch).argmax(-1) == batch.targets
-        wrong_rows = set(batch.item_of_target[~hits].tolist())
+        wrong_rows = set(batch.rows[~hits].tolist())
         for b, i in enumerate(indices):
             kind = data.items[i].kind
             total[kind] = total.get(kind, 0) + 1
@@ -197,6 +194,7 @@ def pretrain(
     section: PretrainSection,
     output: str | Path,
     log: Callable[[str], None] = print,
+    report_extras: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train a fresh VisionLanguageModel of `config` on `train`; evaluate on `test` every
     eval_every steps; save the -hf folder to output/final. Returns the final report."""
@@ -253,6 +251,7 @@ def pretrain(
         "held_out_scenes": len(test.images),
         "held_out_accuracy": history[-1]["held_out"],
         "history": history,
+        **(report_extras or {}),
     }
     save_vlm(output / "final", model, report)
     log(f"wrote {output / 'final'}")

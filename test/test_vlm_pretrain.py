@@ -84,10 +84,10 @@ def test_batch_predicts_each_answer_token_from_the_token_before_it(tokenizer, sc
     assert torch.equal(batch.input_ids[batch.rows, batch.positions + 1], batch.targets)
     for row, index in enumerate([0, 1, 5]):
         answer = tokenizer.answer_ids(scenes.items[index].answer)
-        assert batch.targets[batch.item_of_target == row].tolist() == answer
+        assert batch.targets[batch.rows == row].tolist() == answer
         # logits are taken only after the prompt: the first predicting position is the question's last token
         prompt = tokenizer.prompt_ids(scenes.items[index].question, 1, config.tokens_per_view)
-        assert int(batch.positions[batch.item_of_target == row][0]) == len(prompt) - 1
+        assert int(batch.positions[batch.rows == row][0]) == len(prompt) - 1
 
 
 def test_pretraining_learns_the_answers_and_saves_an_internvl_hf_folder(tmp_path, scenes) -> None:
