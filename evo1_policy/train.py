@@ -69,6 +69,7 @@ class TrainSection:
     stage2_steps: int = 1000
     batch_size: int = 8
     lr: float = 1e-4
+    vlm_lr_scale: float = 1.0  # stage 2: the VLM learns at lr x this (below 1 keeps more of its pretraining)
     warmup_steps: int = 100
     weight_decay: float = 1e-3
     grad_clip: float = 1.0
@@ -243,13 +244,21 @@ def _torch_generator(*keys: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(_rng(*keys).integers(2**62)))
 
 
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on matrices only: not on biases, norms, scales or tables of one dimension."""
-    decay, no_decay = [], []
+def parameter_groups(
+    model: nn.Module, weight_decay: float, lr: float, scaled: nn.Module | None = None, scale: float = 1.0
+) -> list[dict[str, Any]]:
+    """Weight decay on matrices only: not on biases, norms, scales or tables of one dimension. The
+    parameters of `scaled` (the VLM in stage 2) learn at lr x scale. With scale 1 the groups are the
+    two of earlier versions, in the same order, so their training states still resume."""
+    scaled_ids = {id(p) for p in scaled.parameters()} if scaled is not None and scale != 1.0 else set()
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for _, p in model.named_parameters():
         if p.requires_grad:
-            (decay if p.ndim >= 2 else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            groups.setdefault((p.ndim >= 2, id(p) in scaled_ids), []).append(p)
+    return [
+        {"params": params, "weight_decay": weight_decay if decay else 0.0, "lr": lr * (scale if in_scaled else 1.0)}
+        for (decay, in_scaled), params in sorted(groups.items(), key=lambda item: (not item[0][0], item[0][1]))
+    ]
 
 
 def warmup_cosine(warmup: int, total: int):
@@ -362,7 +371,8 @@ class Trainer:
             module = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
-        optimizer = torch.optim.AdamW(parameter_groups(self.model, t.weight_decay), lr=t.lr, betas=(0.9, 0.95))
+        groups = parameter_groups(self.model, t.weight_decay, t.lr, self.model.embedder, t.vlm_lr_scale)
+        optimizer = torch.optim.AdamW(groups, lr=t.lr, betas=(0.9, 0.95))
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(t.warmup_steps, steps))
         if state is not None:
             optimizer.load_state_dict(state["optimizer"])

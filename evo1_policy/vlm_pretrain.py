@@ -208,7 +208,9 @@ def pretrain(
     torch.manual_seed(section.seed)
     tokenizer = PromptTokenizer.from_dir()
     model = VisionLanguageModel(config).to(device)
-    optimizer = torch.optim.AdamW(parameter_groups(model, section.weight_decay), lr=section.lr, betas=(0.9, 0.95))
+    optimizer = torch.optim.AdamW(
+        parameter_groups(model, section.weight_decay, section.lr), lr=section.lr, betas=(0.9, 0.95)
+    )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(section.warmup_steps, section.steps))
     draw = _sampler(train, section.kind_weights, np.random.default_rng(section.seed))
     log(f"pretraining {config.preset}: {len(train.images)} scenes, {len(train.items)} questions; "
