@@ -36,6 +36,7 @@ setup(
         "av>=12",
         "mujoco==3.3.7",  # 4.0.0 on PyPI is a source stub; 3.3.7 has manylinux wheels
         "matplotlib>=3.7",
+        "Pillow>=10",  # Pillow's bicubic: the resize reference checkpoints were trained with
     ],
     tests_require=["pytest"],
     zip_safe=False,

@@ -35,6 +35,7 @@ class ModelParams:
     device: str = _p("auto", "Torch device: auto, cpu, cuda, cuda:N")
     dtype: str = _p("", "float32 or bfloat16; empty: fp32 on CPU, bf16 on CUDA")
     steps: int = _p(0, "Denoising steps per chunk; 0: the checkpoint's default", 0, 1000)
+    dataset_key: str = _p("", "Norm-stats entry of a checkpoint trained on several datasets (reference RoboTwin)")
     seed: int = _p(-1, "Seed of the sampler's noise; -1: unseeded", -1, 2**31 - 1)
     threads: int = _p(0, "Torch CPU threads; 0: all cores but one (the control loop keeps one)", 0, 256)
 

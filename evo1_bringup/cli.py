@@ -15,12 +15,15 @@ def _model_source(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--config", help="model preset (evo1-0.77b, evo1-tiny)")
     source.add_argument("--checkpoint", help="checkpoint directory")
+    parser.add_argument(
+        "--dataset-key", help="norm-stats entry of a checkpoint trained on several datasets (the error lists them)"
+    )
 
 
 def cmd_info(args: argparse.Namespace) -> int:
     from evo1_policy.bench import format_info, info
 
-    result = info(args.config, args.checkpoint)
+    result = info(args.config, args.checkpoint, args.dataset_key)
     print(json.dumps(result, indent=2) if args.json else format_info(result))
     return 0
 
@@ -38,6 +41,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         repeats=args.repeats,
         warmup=args.warmup,
         uncached_repeats=args.uncached_repeats,
+        dataset_key=args.dataset_key,
     )
     print(format_bench(result))
     if args.json:
@@ -53,7 +57,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from evo1_policy.config import preset
 
     model, normalizer, tokenizer, report = load_checkpoint(
-        args.source, args.allow_partial, args.tokenizer, args.arm, preset(args.base_preset)
+        args.source, args.allow_partial, args.tokenizer, args.arm, preset(args.base_preset), args.dataset_key
     )
     print(report.summary())
     dtype = torch.bfloat16 if args.bf16 else None
@@ -96,6 +100,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     p.add_argument("destination")
     p.add_argument("--tokenizer", help="tokenizer folder (default: the checkpoint's, else the bundled Qwen2 one)")
     p.add_argument("--arm", help="entry of a multi-arm norm_stats.json")
+    p.add_argument("--dataset-key", help="dataset entry of a multi-dataset norm_stats.json (kept as the only one)")
     p.add_argument("--allow-partial", action="store_true", help="accept missing/unexpected weights (reported)")
     p.add_argument("--bf16", action="store_true", help="store the weights in bfloat16 (half the size)")
     p.add_argument(

@@ -97,7 +97,17 @@ def cmd_eval_bag(args: argparse.Namespace) -> int:
         raise ValueError("--checkpoint is needed (or --live, to score the running node)")
     from .eval_bag import eval_bags
 
-    eval_bags(args.bags, args.checkpoint, args.config, args.out, args.every, args.compare, args.device, args.seed)
+    eval_bags(
+        args.bags,
+        args.checkpoint,
+        args.config,
+        args.out,
+        args.every,
+        args.compare,
+        args.device,
+        args.seed,
+        args.dataset_key,
+    )
     return 0
 
 
@@ -213,6 +223,7 @@ def register(sub: argparse._SubParsersAction, handlers: dict[str, Handler]) -> N
     p.add_argument("--compare", help="a second checkpoint, side by side")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dataset-key", help="norm-stats entry (default: the arm config's model.dataset_key)")
     handlers["eval-bag"] = cmd_eval_bag
 
     from .sim_scene import EVAL_SEED_START

@@ -30,10 +30,12 @@ def eval_bags(
     compare: str | None = None,
     device: str = "cpu",
     seed: int = 0,
+    dataset_key: str | None = None,
 ) -> dict[str, Any]:
     config = ArmConfig.from_yaml(config_path(arm_config))
     checkpoints = [checkpoint] + ([compare] if compare else [])
-    policies = [Evo1Policy.from_checkpoint(c, device=device) for c in checkpoints]
+    key = dataset_key or config.model.dataset_key or None
+    policies = [Evo1Policy.from_checkpoint(c, device=device, dataset_key=key) for c in checkpoints]
     labels = _labels(checkpoints)
     spec = BagSpec.from_arm_config(config, image_size=policies[0].config.vision.image_size)
     episodes = [read_bag(bag, spec, None, i) for i, bag in enumerate(bags)]

@@ -53,7 +53,9 @@ def load_policy(config: ArmConfig) -> Evo1Policy:
     m = config.model
     dtype = m.dtype or None
     if m.checkpoint:
-        return Evo1Policy.from_checkpoint(checkpoint_path(m.checkpoint), device=m.device, dtype=dtype)
+        return Evo1Policy.from_checkpoint(
+            checkpoint_path(m.checkpoint), device=m.device, dtype=dtype, dataset_key=m.dataset_key or None
+        )
     if m.preset:
         dims = len(config.action_names)
         normalizer = Normalizer.from_limits(config.lower, config.upper, config.action_names)

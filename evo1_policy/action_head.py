@@ -157,6 +157,7 @@ class ActionHead(nn.Module):
         self.horizon = config.horizon
         self.action_dim = config.max_action_dim
         self.time_pos_enc = SinusoidalTable(head.time_table, width)
+        self.time_index_scale = head.time_index_scale
         self.state_encoder = MLP(config.max_state_dim, head.state_hidden, config.memory_width)
         self.action_encoder = ActionEncoder(config.max_action_dim, width, config.horizon)
         self.transformer_blocks = nn.ModuleList(
@@ -185,8 +186,10 @@ class ActionHead(nn.Module):
         return KeyValues(list(keys), list(values), mask)
 
     def time_embedding(self, t: torch.Tensor) -> torch.Tensor:
-        """Row int(t * 999) of the sinusoidal table, per sample (t in [0, 1], shape (B,))."""
-        index = (t.float() * (self.time_pos_enc.pe.shape[1] - 1)).long().clamp(0, self.time_pos_enc.pe.shape[1] - 1)
+        """Row int(t * time_index_scale) of the sinusoidal table, per sample (t in [0, 1], shape (B,)).
+        The product is taken in float64, as the reference takes it on Python floats."""
+        rows = self.time_pos_enc.pe.shape[1]
+        index = (t.double() * self.time_index_scale).long().clamp(0, rows - 1)
         return self.time_pos_enc.pe[0, index]
 
     def velocity(self, noisy_actions: torch.Tensor, t: torch.Tensor, kv: KeyValues) -> torch.Tensor:

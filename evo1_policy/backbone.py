@@ -3,17 +3,59 @@
 Images go through InternViT, pixel unshuffle and the MLP projector; their tokens replace the
 `<IMG_CONTEXT>` placeholders of the prompt; the truncated Qwen2 runs over the whole sequence
 and its last hidden state (after the final norm) is the prefix the action head attends to.
-Masked views are zero images whose token positions are masked out of the language model's
-attention (and out of the action head's, unless config.head_attends_padding).
+Masked views are replaced by a fill image (grey or black, config.missing_view_fill) whose token
+positions are masked out of the language model's attention (and out of the action head's, unless
+config.head_attends_padding). With config.zero_masked_attention the language model computes what
+flash-attention-2 computes for the reference: masked positions get a zero attention output.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import InternVLConfig, InternVLModel
+from transformers import AttentionInterface, InternVLConfig, InternVLModel
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
 from .config import IMG_CONTEXT_ID, PAD_ID, Evo1Config
+from .images import IMAGENET_MEAN, IMAGENET_STD
+
+UNPADDED_ATTENTION = "evo1_unpadded_sdpa"
+
+
+def unpadded_sdpa_attention(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    """SDPA, then a zero output at every masked query position: what flash-attention-2 returns
+    after dropping the masked positions (transformers' unpad / attend / pad). Valid positions are
+    unchanged. A query position is masked where it may not attend to itself: the diagonal of the
+    (B, 1, L, L) boolean mask that transformers builds from the padding and the causal order."""
+    output, weights = sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    if attention_mask is None or attention_mask.shape[-1] != attention_mask.shape[-2]:
+        return output, weights  # no padding (or a cached decode step): nothing is masked
+    if attention_mask.dtype == torch.bool:
+        query_valid = attention_mask.diagonal(dim1=-2, dim2=-1)[:, 0]
+    else:  # an additive float mask: 0 where attended
+        query_valid = attention_mask.diagonal(dim1=-2, dim2=-1)[:, 0] == 0
+    # output is (B, L, heads, head_dim)
+    return output * query_valid[:, :, None, None].to(output.dtype), weights
+
+
+AttentionInterface.register(UNPADDED_ATTENTION, unpadded_sdpa_attention)
+ALL_MASK_ATTENTION_FUNCTIONS.register(UNPADDED_ATTENTION, sdpa_mask)
+
+
+def missing_view_pixels(fill: str) -> torch.Tensor:
+    """(3, 1, 1) normalised pixel value of a missing view: grey (the ImageNet mean, 0 after
+    normalisation) or black (the reference's and LeRobot's zero image, about -2.12, -2.04, -1.80)."""
+    if fill == "black":
+        return torch.from_numpy(-IMAGENET_MEAN / IMAGENET_STD).view(3, 1, 1)
+    return torch.zeros(3, 1, 1)
 
 
 def internvl_config(config: Evo1Config) -> InternVLConfig:
@@ -67,8 +109,9 @@ class Backbone(nn.Module):
         hf_config = internvl_config(config)
         hf_config._attn_implementation = "sdpa"
         hf_config.vision_config._attn_implementation = "sdpa"
-        hf_config.text_config._attn_implementation = "sdpa"
+        hf_config.text_config._attn_implementation = UNPADDED_ATTENTION if config.zero_masked_attention else "sdpa"
         self.model = InternVLModel(hf_config)
+        self.register_buffer("missing_view", missing_view_pixels(config.missing_view_fill), persistent=False)
         if config.text.embedding_init_std > 0:
             nn.init.normal_(self.model.get_input_embeddings().weight, std=config.text.embedding_init_std)
 
@@ -87,7 +130,8 @@ class Backbone(nn.Module):
         """
         batch, views = view_mask.shape
         dtype = self.model.multi_modal_projector.linear_1.weight.dtype
-        pixels = pixel_values.to(dtype) * view_mask[:, :, None, None, None].to(dtype)
+        present = view_mask[:, :, None, None, None].bool()
+        pixels = torch.where(present, pixel_values.to(dtype), self.missing_view.to(dtype))
         features = self.model.get_image_features(pixel_values=pixels.flatten(0, 1), return_dict=True).pooler_output
         per_view = features.shape[1]
 

@@ -44,21 +44,37 @@ def meta_model(config: Evo1Config) -> Evo1Model:
         return Evo1Model(config)
 
 
-def info(config_name: str | None = None, checkpoint: str | None = None) -> dict[str, Any]:
+def info(
+    config_name: str | None = None, checkpoint: str | None = None, dataset_key: str | None = None
+) -> dict[str, Any]:
     if checkpoint:
         from .checkpoint import load_checkpoint
 
         # Loaded for real, so a corrupt file is found here and not on the robot.
-        model, normalizer, _, report = load_checkpoint(checkpoint)
+        model, normalizer, _, report = load_checkpoint(checkpoint, dataset_key=dataset_key)
+        c = model.config
         return {
-            "preset": model.config.preset,
+            "preset": c.preset,
             "parameters": parameter_counts(model),
-            "tokens_per_view": model.config.tokens_per_view,
+            "tokens_per_view": c.tokens_per_view,
             "checkpoint": {
                 "load": report.summary(),
+                "format": report.format,
+                "era": c.era,
+                "step": report.step,
                 "normalization": normalizer.mode,
+                "normalization_convention": normalizer.convention,
                 "state_dim": normalizer.state_dim,
                 "action_dim": normalizer.action_dim,
+                "view_slots": c.max_views if c.fixed_view_slots else "one per camera",
+                "dataset_keys": report.dataset_keys,
+                "denoising_steps": c.num_inference_steps,
+                "time_index": f"int(t * {c.head.time_index_scale})",
+                "head_heads": c.head.num_heads,
+                "missing_view": c.missing_view_fill,
+                "head_attends_padding": c.head_attends_padding,
+                "masked_positions_in_lm": "zero (flash-attention)" if c.zero_masked_attention else "attend (SDPA)",
+                "image_resize": c.image_resize,
             },
         }
     config = preset(config_name or "evo1-0.77b")
@@ -70,8 +86,19 @@ def format_info(result: dict[str, Any]) -> str:
     lines = [f"{result['preset']}  ({result['tokens_per_view']} visual tokens per view)"]
     if "checkpoint" in result:
         c = result["checkpoint"]
-        lines.append(f"  {c['load']}; normalisation {c['normalization']}, {c['state_dim']} state / "
-                     f"{c['action_dim']} action dims")  # fmt: skip
+        step = "unknown" if c["step"] is None else c["step"]
+        keys = ", ".join(f"{arm}: {', '.join(d) or '(one dataset)'}" for arm, d in c["dataset_keys"].items())
+        lines += [
+            f"  {c['load']}",
+            f"  format {c['format']}, era {c['era']}, step {step}",
+            f"  normalisation {c['normalization']} ({c['normalization_convention']} arithmetic), "
+            f"{c['state_dim']} state / {c['action_dim']} action dims",
+            f"  dataset keys: {keys or '(single entry)'}",
+            f"  view slots: {c['view_slots']}; missing view: {c['missing_view']}; resize: {c['image_resize']}",
+            f"  {c['denoising_steps']} Euler steps, time row {c['time_index']}, {c['head_heads']} head attention heads",
+            f"  head attends padding: {c['head_attends_padding']}; masked positions in the LM: "
+            f"{c['masked_positions_in_lm']}",
+        ]
     for name, n in result["parameters"].items():
         lines.append(f"  {name:<28} {n:>14,d}  {n / 1e6:9.2f} M")
     return "\n".join(lines)
@@ -98,10 +125,11 @@ def bench(
     warmup: int = 3,
     uncached_repeats: int | None = None,
     image_size: tuple[int, int] = (480, 640),
+    dataset_key: str | None = None,
 ) -> dict[str, Any]:
     """Milliseconds per chunk (p50/p95) after warm-up, with and without the prefix cache."""
     if checkpoint:
-        policy = Evo1Policy.from_checkpoint(checkpoint, device=device, dtype=dtype)
+        policy = Evo1Policy.from_checkpoint(checkpoint, device=device, dtype=dtype, dataset_key=dataset_key)
     else:
         policy = Evo1Policy.from_preset(config_name or "evo1-tiny", 7, 7, device=device, dtype=dtype)
     if device.startswith("cuda"):

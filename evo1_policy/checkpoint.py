@@ -24,7 +24,7 @@ from torch import nn
 
 from .config import Evo1Config, preset
 from .model import Evo1Model
-from .normalize import NORM_STATS_FILE, Normalizer
+from .normalize import NORM_STATS_FILE, Normalizer, read_stats_file, stats_keys
 from .tokenizer import TOKENIZER_FILE, PromptTokenizer
 
 CONFIG_FILE = "config.json"
@@ -47,6 +47,10 @@ class LoadReport:
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)  # known-unused keys (e.g. the LM head)
+    # What was detected (evo1 info --checkpoint prints it)
+    format: str = "evo1_ros"  # evo1_ros, reference-deepspeed, reference-torch, lerobot
+    step: int | None = None  # the training step the checkpoint was saved at, when it says
+    dataset_keys: dict[str, list[str]] = field(default_factory=dict)  # norm stats: {arm: [datasets]}
 
     def summary(self) -> str:
         return (
@@ -97,27 +101,31 @@ def load_checkpoint(
     tokenizer_dir: str | Path | None = None,
     arm: str | None = None,
     base: Evo1Config | None = None,
+    dataset_key: str | None = None,
 ) -> tuple[Evo1Model, Normalizer, PromptTokenizer, LoadReport]:
     """Load any supported checkpoint directory (format detected from its files).
 
-    `base` gives foreign formats what their weights cannot tell (attention heads; default:
-    the evo1-0.77b preset); `arm` picks an entry of a multi-arm norm_stats.json.
+    `base` gives foreign formats what neither their weights nor their config.json tell (the
+    vision and language attention heads; default: the evo1-0.77b preset); `arm` and
+    `dataset_key` pick an entry of a multi-arm or multi-dataset norm_stats.json.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"checkpoint directory {folder} does not exist")
     if any((folder / name).is_file() for name in REFERENCE_PICKLES):
-        return load_reference_checkpoint(folder, allow_partial, tokenizer_dir, arm, base)
-    missing = [name for name in (CONFIG_FILE, WEIGHTS_FILE, NORM_STATS_FILE) if not (folder / name).is_file()]
+        return load_reference_checkpoint(folder, allow_partial, tokenizer_dir, arm, base, dataset_key)
+    missing = [name for name in (CONFIG_FILE, WEIGHTS_FILE) if not (folder / name).is_file()]
     if missing:
         raise CheckpointError(f"checkpoint {folder} lacks {', '.join(missing)}")
     raw_config = _read_json(folder / CONFIG_FILE)
     if raw_config.get("format") != FORMAT_TAG:
-        return load_lerobot_checkpoint(folder, raw_config, allow_partial, tokenizer_dir, arm, base)
+        return load_lerobot_checkpoint(folder, raw_config, allow_partial, tokenizer_dir, arm, base, dataset_key)
+    if not (folder / NORM_STATS_FILE).is_file():
+        raise CheckpointError(f"checkpoint {folder} lacks {NORM_STATS_FILE}")
     tokenizer = _own_tokenizer(folder, raw_config, tokenizer_dir)
     model = Evo1Model(_config_from_json(raw_config, folder / CONFIG_FILE))
     report = _load_into(model, read_weights(folder / WEIGHTS_FILE), str(folder), allow_partial)
-    return model, Normalizer.load(folder, arm), tokenizer, report
+    return model, _normalizer_or_error(folder, arm, dataset_key), tokenizer, report
 
 
 def _own_tokenizer(folder: Path, raw_config: dict[str, Any], tokenizer_dir: str | Path | None) -> PromptTokenizer:
@@ -300,19 +308,154 @@ def _config_from_shapes(state: dict[str, torch.Tensor], base: Evo1Config) -> Evo
         config.max_state_dim = state["action_head.state_encoder.fc1.weight"].shape[1]
         config.head.state_hidden = state["action_head.state_encoder.fc1.weight"].shape[0]
         config.head.mlp_hidden = state["action_head.mlp_head.fc1.weight"].shape[0]
+    if "action_head.transformer_blocks.0.ff.0.weight" in state:
+        config.head.ffn_size = state["action_head.transformer_blocks.0.ff.0.weight"].shape[0]
     config.validate()
     return config
 
 
-def _normalizer_or_error(folder: Path, arm: str | None) -> Normalizer:
+def _normalizer_or_error(
+    folder: Path,
+    arm: str | None,
+    dataset_key: str | None = None,
+    mode: str | None = None,
+    convention: str | None = None,
+    embedded: dict[str, Any] | None = None,
+) -> Normalizer:
+    """The folder's norm_stats.json (or stats embedded in the weights file)."""
     try:
-        return Normalizer.load(folder, arm)
+        if not (folder / NORM_STATS_FILE).is_file() and embedded:
+            return Normalizer.from_dict(embedded, arm, mode, dataset_key, convention)
+        return Normalizer.load(folder, arm, mode, dataset_key, convention)
     except (FileNotFoundError, ValueError) as error:
         raise CheckpointError(str(error)) from None
 
 
+def _stats_keys(folder: Path, embedded: dict[str, Any] | None = None) -> dict[str, list[str]]:
+    path = folder / NORM_STATS_FILE
+    try:
+        data = read_stats_file(path) if path.is_file() else embedded or {}
+    except ValueError:
+        return {}
+    return stats_keys(data) if isinstance(data, dict) else {}
+
+
+# The reference's two eras (docs/checkpoints.md). `main` trained the checkpoints released in
+# November 2025; its config.json is the training arguments. `evo1-flash` writes its EvoConfig,
+# which always has num_inference_timesteps.
+REFERENCE_ERAS = {
+    # era: (time_index_scale, Euler steps its server forces, image normalisation dtype, state padding)
+    "main": (1000, 32, "float32", -1.0),
+    "flash": (999, 50, "bfloat16", 0.0),
+}
+
+
+def reference_era(train_config: dict[str, Any]) -> str:
+    return "flash" if "num_inference_timesteps" in train_config else "main"
+
+
+def _reference_config(base: Evo1Config, era: str) -> Evo1Config:
+    """Every numeric convention of the reference code of `era` (docs/checkpoints.md)."""
+    config = Evo1Config.from_dict(base.to_dict())
+    scale, steps, pixel_dtype, _ = REFERENCE_ERAS[era]
+    config.era = era
+    config.head.time_index_scale = scale
+    config.num_inference_steps = steps
+    config.image_normalize_dtype = pixel_dtype
+    config.pad_to_max_length = True  # padded to 1024 tokens ...
+    config.head_attends_padding = True  # ... and the head attends every one of them
+    config.zero_masked_attention = True  # flash-attention-2 in the language model
+    config.missing_view_fill = "black"
+    config.fixed_view_slots = True
+    config.image_resize = "bicubic"
+    config.head.dropout = 0.0
+    return config
+
+
+def _first(value: Any) -> Any:
+    return value[0] if isinstance(value, (list, tuple)) else value
+
+
+def backbone_from_internvl_config(config: Evo1Config, hf: dict[str, Any], source: str) -> Evo1Config:
+    """The VLM sizes an InternVL3 config.json states (native `-hf` layout with text_config, or the
+    remote-code one with llm_config), on a copy of `config`. The language model stays truncated."""
+    vision, text = hf.get("vision_config"), hf.get("text_config") or hf.get("llm_config")
+    if not isinstance(vision, dict) or not isinstance(text, dict):
+        raise CheckpointError(f"{source}: not an InternVL config (no vision_config and text_config/llm_config)")
+    out = Evo1Config.from_dict(config.to_dict())
+    v, t = out.vision, out.text
+    try:
+        v.hidden_size = int(vision["hidden_size"])
+        v.num_layers = int(vision["num_hidden_layers"])
+        v.num_heads = int(vision["num_attention_heads"])
+        v.intermediate_size = int(vision["intermediate_size"])
+        v.patch_size = int(_first(vision["patch_size"]))
+        v.image_size = int(_first(vision["image_size"]))
+        t.hidden_size = int(text["hidden_size"])
+        t.num_layers = min(t.num_layers, int(text["num_hidden_layers"]))
+        t.num_heads = int(text["num_attention_heads"])
+        t.num_kv_heads = int(text.get("num_key_value_heads", t.num_heads))
+        t.intermediate_size = int(text["intermediate_size"])
+        t.vocab_size = int(text.get("vocab_size", t.vocab_size))
+        t.rope_theta = float(text.get("rope_theta", t.rope_theta))
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{source}: InternVL config lacks or garbles {error}") from None
+    out.downsample_ratio = float(hf.get("downsample_ratio", out.downsample_ratio))
+    out.validate()
+    return out
+
+
+def _vlm_sizes(base: Evo1Config, train: dict[str, Any], source: str) -> Evo1Config:
+    """The reference builds its VLM from `vlm_name` (a hub name or a local folder) and then loads the
+    weights into it; the sizes come from the same place. The hub's InternVL3-1B is the base preset."""
+    name = str(train.get("vlm_name", "OpenGVLab/InternVL3-1B"))
+    folder = Path(name).expanduser()
+    if (folder / CONFIG_FILE).is_file():
+        return backbone_from_internvl_config(base, _read_json(folder / CONFIG_FILE), str(folder / CONFIG_FILE))
+    if name.rstrip("/").split("/")[-1].removesuffix("-hf") == "InternVL3-1B":
+        return base
+    raise CheckpointError(
+        f"{source}: vlm_name {name!r} is neither InternVL3-1B nor a local folder; its sizes are unknown here "
+        "(put its config.json in a folder and name that folder in config.json's vlm_name)"
+    )
+
+
+def _check_against_config(config: Evo1Config, train: dict[str, Any], source: str) -> None:
+    """config.json's sizes must agree with the weights': a contradiction is refused, never guessed."""
+    horizon = train.get("action_horizon") or train.get("horizon")
+    claims = [
+        ("embed_dim", train.get("embed_dim"), config.width),
+        ("horizon", horizon, config.horizon),
+        ("per_action_dim", train.get("per_action_dim"), config.max_action_dim),
+        ("state_dim", train.get("state_dim"), config.max_state_dim),
+        ("num_layers", train.get("num_layers"), config.head.num_layers),
+        ("hidden_dim", train.get("hidden_dim"), config.head.mlp_hidden),
+        ("state_hidden_dim", train.get("state_hidden_dim"), config.head.state_hidden),
+    ]
+    wrong = [f"{name} {said} (weights: {found})" for name, said, found in claims if said is not None and said != found]
+    if wrong:
+        raise CheckpointError(f"{source}: config.json contradicts the weights: {', '.join(wrong)}")
+    if int(train.get("num_categories", 1)) > 1:
+        raise CheckpointError(
+            f"{source}: num_categories {train['num_categories']} (several embodiments) is not supported"
+        )
+
+
+def _head_heads(config: Evo1Config, train: dict[str, Any], default: int, source: str) -> None:
+    """The action head's attention heads: config.json's num_heads (the reference's default 8)."""
+    heads = int(train.get("num_heads", default))
+    if heads < 1 or config.width % heads:
+        raise CheckpointError(f"{source}: num_heads {heads} does not divide the head width {config.width}")
+    config.head.num_heads = heads
+
+
 def load_reference_checkpoint(
-    folder: Path, allow_partial: bool, tokenizer_dir: str | Path | None, arm: str | None, base: Evo1Config | None = None
+    folder: Path,
+    allow_partial: bool,
+    tokenizer_dir: str | Path | None,
+    arm: str | None,
+    base: Evo1Config | None = None,
+    dataset_key: str | None = None,
 ) -> tuple[Evo1Model, Normalizer, PromptTokenizer, LoadReport]:
     """The reference implementation's folder; weights read with torch.load(weights_only=True)."""
     path = next(folder / name for name in REFERENCE_PICKLES if (folder / name).is_file())
@@ -331,18 +474,66 @@ def load_reference_checkpoint(
         state = blob.get("module") or blob.get("model_state_dict") or blob
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path} holds no tensor state dict under 'module' or 'model_state_dict'")
-    base = Evo1Config.from_dict((base or preset("evo1-0.77b")).to_dict())
-    base.pad_to_max_length = True  # exact reference numerics: pad to 1024, head attends all
-    base.head_attends_padding = True
-    train_args = _read_json(folder / CONFIG_FILE) if (folder / CONFIG_FILE).is_file() else {}
-    base.num_inference_steps = int(train_args.get("num_inference_timesteps", base.num_inference_steps))
-    text_layers = base.text.num_layers
-    mapped, dropped = map_reference_state_dict(state, text_layers)
+    embedded_config = blob.get("config") if isinstance(blob, dict) else None
+    train = _read_json(folder / CONFIG_FILE) if (folder / CONFIG_FILE).is_file() else dict(embedded_config or {})
+    era = reference_era(train)
+    base = _reference_config(_vlm_sizes(base or preset("evo1-0.77b"), train, str(path)), era)
+    mapped, dropped = map_reference_state_dict(state, base.text.num_layers)
     config = _config_from_shapes(mapped, base)
+    _check_against_config(config, train, str(path))
+    _head_heads(config, train, 8, str(path))
     model = Evo1Model(config)
     report = _load_into(model, mapped, str(path), allow_partial, dropped)
+    report.format = "reference-deepspeed" if path.name == REFERENCE_PICKLES[0] else "reference-torch"
+    step = blob.get("step", blob.get("global_steps")) if isinstance(blob, dict) else None
+    report.step = int(step) if isinstance(step, int) else None
+    embedded_stats = blob.get("norm_stats") if isinstance(blob, dict) else None
+    report.dataset_keys = _stats_keys(folder, embedded_stats)
+    mode = train.get("normalization_type", "bounds") if era == "flash" else "bounds"  # main's server: min/max only
+    normalizer = _normalizer_or_error(folder, arm, dataset_key, mode, "reference", embedded_stats)
+    normalizer.state_padding = REFERENCE_ERAS[era][3]
     tokenizer = PromptTokenizer.from_dir(tokenizer_dir) if tokenizer_dir else PromptTokenizer.from_dir()
-    return model, _normalizer_or_error(folder, arm), tokenizer, report
+    return model, normalizer, tokenizer, report
+
+
+LEROBOT_NORMALIZATION = {"MIN_MAX": "bounds", "MEAN_STD": "normal", "QUANTILES": "bounds_q99"}
+LEROBOT_PREPROCESSOR = "policy_preprocessor.json"
+
+
+def _lerobot_config(base: Evo1Config, raw: dict[str, Any]) -> Evo1Config:
+    """The conventions of LeRobot's `evo1` port (docs/checkpoints.md)."""
+    config = Evo1Config.from_dict(base.to_dict())
+    config.era = "lerobot"
+    config.head.time_index_scale = 999
+    config.num_inference_steps = int(raw.get("num_inference_timesteps", raw.get("num_inference_steps", 32)))
+    config.pad_to_max_length = False  # padded to the batch's longest prompt ...
+    config.head_attends_padding = False  # ... and the head masks padding and missing views
+    config.missing_view_fill = "black"
+    config.fixed_view_slots = True
+    config.image_resize = "bicubic"
+    config.image_normalize_dtype = "bfloat16" if raw.get("vlm_dtype", "bfloat16") == "bfloat16" else "float32"
+    config.max_views = int(raw.get("max_views", config.max_views))
+    config.head.dropout = 0.0
+    return config
+
+
+def _lerobot_stats(folder: Path) -> dict[str, Any] | None:
+    """The normaliser's stats that LeRobot saves beside its processor config, as norm_stats.json
+    would hold them ({"observation.state": {...}, "action": {...}}); None when absent."""
+    spec = folder / LEROBOT_PREPROCESSOR
+    if not spec.is_file():
+        return None
+    steps = _read_json(spec).get("steps", [])
+    files = [s.get("state_file") for s in steps if s.get("registry_name") == "normalizer_processor"]
+    if not files or not files[0] or not (folder / files[0]).is_file():
+        return None
+    flat = read_weights(folder / files[0])
+    stats: dict[str, dict[str, list[float]]] = {}
+    for key, tensor in flat.items():
+        feature, stat = key.rsplit(".", 1)
+        if feature in ("observation.state", "action"):
+            stats.setdefault(feature, {})[stat] = tensor.double().flatten().tolist()
+    return stats if {"observation.state", "action"} <= set(stats) else None
 
 
 def load_lerobot_checkpoint(
@@ -352,6 +543,7 @@ def load_lerobot_checkpoint(
     tokenizer_dir: str | Path | None,
     arm: str | None,
     base: Evo1Config | None = None,
+    dataset_key: str | None = None,
 ) -> tuple[Evo1Model, Normalizer, PromptTokenizer, LoadReport]:
     state = read_weights(folder / WEIGHTS_FILE)
     if not any(k.startswith("model.action_head.") for k in state):
@@ -359,14 +551,28 @@ def load_lerobot_checkpoint(
             f"{folder}: config.json is not an evo1_ros config and the weights have no 'model.action_head.*' "
             "keys (LeRobot evo1 layout): unknown checkpoint format"
         )
-    base = Evo1Config.from_dict((base or preset("evo1-0.77b")).to_dict())
-    base.num_inference_steps = int(raw_config.get("num_inference_steps", raw_config.get("num_steps", 32)))
-    mapped, dropped = map_lerobot_state_dict(state, base.text.num_layers)
+    vlm = {"vlm_name": raw_config.get("vlm_model_name", "OpenGVLab/InternVL3-1B")}
+    base = _lerobot_config(_vlm_sizes(base or preset("evo1-0.77b"), vlm, str(folder)), raw_config)
+    text_layers = int(raw_config.get("vlm_num_layers") or base.text.num_layers)
+    mapped, dropped = map_lerobot_state_dict(state, text_layers)
     config = _config_from_shapes(mapped, base)
+    _check_against_config(config, {"embed_dim": raw_config.get("embed_dim")}, str(folder))
+    _head_heads(config, raw_config, 8, str(folder))
     model = Evo1Model(config)
     report = _load_into(model, mapped, str(folder / WEIGHTS_FILE), allow_partial, dropped)
+    report.format = "lerobot"
+    mapping = raw_config.get("normalization_mapping", {})
+    mode = LEROBOT_NORMALIZATION.get(str(mapping.get("STATE", "MIN_MAX")))
+    if mode is None:
+        raise CheckpointError(f"{folder}: LeRobot normalisation {mapping.get('STATE')!r} is not supported")
+    stats = _lerobot_stats(folder)
+    normalizer = _normalizer_or_error(folder, arm, dataset_key, mode, "lerobot", stats)
+    if stats is not None and not (folder / NORM_STATS_FILE).is_file():
+        report.dataset_keys = {}
+    else:
+        report.dataset_keys = _stats_keys(folder)
     tokenizer_source = tokenizer_dir or (folder if (folder / TOKENIZER_FILE).is_file() else None)
-    return model, _normalizer_or_error(folder, arm), PromptTokenizer.from_dir(tokenizer_source), report
+    return model, normalizer, PromptTokenizer.from_dir(tokenizer_source), report
 
 
 def load_safetensors_dir(folder: Path) -> dict[str, torch.Tensor]:

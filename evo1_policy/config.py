@@ -21,6 +21,12 @@ PAD_ID = 151643  # <|endoftext|>
 INTERNVL3_VOCAB = 151674
 
 NORMALIZATION_MODES = ("bounds", "bounds_q99", "normal")
+# Where a checkpoint's numeric conventions come from (docs/checkpoints.md): this suite's own, the
+# reference implementation's two eras (branch `main`, which trained the November 2025 releases,
+# and `evo1-flash`), or LeRobot's `evo1` port.
+ERAS = ("evo1_ros", "main", "flash", "lerobot")
+MISSING_VIEW_FILLS = ("grey", "black")
+IMAGE_RESIZES = ("area", "bicubic")
 
 
 @dataclass
@@ -58,7 +64,10 @@ class HeadConfig:
     mlp_hidden: int = 1024  # output MLP 896 -> 1024 -> horizon * action_dim
     state_hidden: int = 1024  # state MLP 24 -> 1024 -> 896
     dropout: float = 0.2
-    time_table: int = 1000  # sinusoidal timestep table, indexed by int(t * 999)
+    time_table: int = 1000  # sinusoidal timestep table, indexed by int(t * time_index_scale)
+    # Row of that table for time t: int(t * scale). The reference's `main` branch (the released
+    # checkpoints) uses 1000 in training and sampling, `evo1-flash` and LeRobot 999.
+    time_index_scale: int = 999
 
 
 @dataclass
@@ -84,6 +93,24 @@ class Evo1Config:
     # is correct, makes masked views have no effect, and differs numerically from the reference.
     head_attends_padding: bool = False
     num_inference_steps: int = 32
+    # --- Conventions a checkpoint was trained and served with (docs/checkpoints.md). The defaults
+    # are this suite's; loading a reference or LeRobot checkpoint sets them as that code runs.
+    era: str = "evo1_ros"
+    # The reference's language model runs flash-attention-2, which drops masked positions before
+    # attending: there, padded and missing-view positions get a zero attention output in every
+    # layer. SDPA lets them attend to the valid tokens instead. Only matters where the head attends
+    # those positions (head_attends_padding).
+    zero_masked_attention: bool = False
+    # A missing view is fed as a grey image (zeros after normalisation) or, as the reference and
+    # LeRobot do, a black one; either way its tokens are masked out of the language model.
+    missing_view_fill: str = "grey"
+    # The prompt always has max_views image slots (the reference), not one per configured camera.
+    fixed_view_slots: bool = False
+    # Resizing a frame to the model's size: "area" (OpenCV's area filter when shrinking, bicubic when
+    # enlarging) or "bicubic" (Pillow's antialiased bicubic, what the reference trained with).
+    image_resize: str = "area"
+    # `evo1-flash` and LeRobot normalise pixels in bfloat16, `main` in float32.
+    image_normalize_dtype: str = "float32"
     # Flow-matching training time distribution: Beta(a, b) clamped to [t_min, t_max].
     time_beta: tuple[float, float] = (2.0, 2.0)
     time_clamp: tuple[float, float] = (0.02, 0.98)
@@ -121,6 +148,16 @@ class Evo1Config:
             problems.append(f"max_views must be 1..3, got {self.max_views}")
         if self.num_inference_steps < 1:
             problems.append("num_inference_steps must be >= 1")
+        for name, value, allowed in (
+            ("era", self.era, ERAS),
+            ("missing_view_fill", self.missing_view_fill, MISSING_VIEW_FILLS),
+            ("image_resize", self.image_resize, IMAGE_RESIZES),
+            ("image_normalize_dtype", self.image_normalize_dtype, ("float32", "bfloat16")),
+        ):
+            if value not in allowed:
+                problems.append(f"{name} {value!r} unknown; choose one of {list(allowed)}")
+        if h.time_index_scale not in (h.time_table - 1, h.time_table):
+            problems.append(f"head time_index_scale must be {h.time_table - 1} or {h.time_table}")
         if problems:
             raise ValueError("invalid Evo1Config: " + "; ".join(problems))
 

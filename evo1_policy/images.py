@@ -100,16 +100,40 @@ def decode_compressed_msg(msg: Any) -> np.ndarray:
     return to_rgb(bgr, "bgr8")
 
 
-def resize_square(rgb: np.ndarray, size: int) -> np.ndarray:
-    """Resize to size x size (no crop: the reference stretches). Area filter when shrinking
-    (anti-aliased, like torchvision's bicubic with antialias), bicubic when enlarging."""
+def resize_square(rgb: np.ndarray, size: int, method: str = "area") -> np.ndarray:
+    """Resize to size x size (no crop: the reference stretches).
+
+    "area": OpenCV's area filter when shrinking (anti-aliased), bicubic when enlarging.
+    "bicubic": Pillow's bicubic, anti-aliased when shrinking: the reference's training transform
+    (torchvision's Resize on a PIL image calls exactly this).
+    """
     if rgb.shape[0] == size and rgb.shape[1] == size:
         return rgb
+    if method == "bicubic":
+        from PIL import Image  # only for reference-mode checkpoints
+
+        return np.asarray(Image.fromarray(rgb).resize((size, size), Image.Resampling.BICUBIC))
+    if method != "area":
+        raise ValueError(f"unknown resize method {method!r}; expected 'area' or 'bicubic'")
     shrinking = rgb.shape[0] > size or rgb.shape[1] > size
     return cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
 
 
-def normalize_image(rgb: np.ndarray, size: int) -> np.ndarray:
-    """RGB uint8 (H, W, 3) -> float32 (3, size, size), ImageNet-normalised."""
-    pixels = resize_square(rgb, size).astype(np.float32) / 255.0
-    return ((pixels - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)
+def round_to_bfloat16(x: np.ndarray) -> np.ndarray:
+    """float32 values rounded to the nearest bfloat16 (ties to even), kept as float32: the result
+    of a bfloat16 tensor operation, computed without torch."""
+    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    rounded = (bits + (((bits >> 16) & 1) + np.uint32(0x7FFF))) & np.uint32(0xFFFF0000)
+    return rounded.view(np.float32)
+
+
+def normalize_image(rgb: np.ndarray, size: int, resize: str = "area", dtype: str = "float32") -> np.ndarray:
+    """RGB uint8 (H, W, 3) -> float32 (3, size, size), ImageNet-normalised. With dtype "bfloat16"
+    every step is rounded as the reference's `evo1-flash` and LeRobot compute it in bfloat16."""
+    pixels = resize_square(rgb, size, resize).astype(np.float32) / np.float32(255.0)
+    if dtype == "bfloat16":
+        bf16 = round_to_bfloat16
+        normalized = bf16(bf16(bf16(pixels) - bf16(IMAGENET_MEAN)) / bf16(IMAGENET_STD))
+    else:
+        normalized = (pixels - IMAGENET_MEAN) / IMAGENET_STD
+    return normalized.transpose(2, 0, 1)

@@ -157,7 +157,9 @@ class Evo1Model(nn.Module):
         for i in range(steps):
             if not reuse_prefix:
                 kv = self.encode_prefix(inputs)
-            t = torch.full((batch,), i / steps, device=self.device)
+            # float64, so that the time-table row is int(i / steps * scale) exactly as the reference
+            # computes it on Python floats (float32 rounding moves some rows by one)
+            t = torch.full((batch,), i / steps, dtype=torch.float64, device=self.device)
             if guidance is None:
                 velocity = self.action_head.velocity(x * mask, t, kv).float()
             else:
@@ -172,7 +174,7 @@ class Evo1Model(nn.Module):
         with torch.enable_grad():
             x = x.detach().requires_grad_(True)
             velocity = self.action_head.velocity(x, t, kv).float()
-            tau = t[:, None, None]
+            tau = t.float()[:, None, None]
             predicted_clean = x + (1 - tau) * velocity
             error = (guidance.target.to(x) - predicted_clean) * guidance.weights[:, :, None].to(x) * mask
             (correction,) = torch.autograd.grad(predicted_clean, x, grad_outputs=error.detach())

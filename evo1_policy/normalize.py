@@ -6,6 +6,13 @@ zero map to 0. Stats are saved as norm_stats.json beside the weights.
 
 In the bounds modes every training target lies in [-1, 1], so model outputs are clamped to
 [-1, 1] before denormalising: the policy never extrapolates past the demonstrated range.
+
+Checkpoints from elsewhere keep the arithmetic they were trained and served with (`convention`,
+docs/checkpoints.md):
+- "reference" (MINT-SJTU/Evo-1): 2 (x - lo) / (hi - lo + 1e-8) - 1, states clamped, model
+  outputs not clamped; a dimension whose range is zero maps to -1 (its only value).
+- "lerobot": the same with the zero range replaced by 1e-8 and nothing clamped; mean/std
+  unnormalises without the epsilon.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import numpy as np
 from .config import NORMALIZATION_MODES
 
 NORM_STATS_FILE = "norm_stats.json"
+CONVENTIONS = ("evo1_ros", "reference", "lerobot")
 _EPS = 1e-8
 _STAT_KEYS = ("min", "max", "mean", "std", "q01", "q99")
 
@@ -95,8 +103,14 @@ class Normalizer:
     absolute_dims: list[int] = field(default_factory=list)  # e.g. the gripper, kept absolute in delta mode
     state_names: list[str] = field(default_factory=list)
     action_names: list[str] = field(default_factory=list)
+    convention: str = "evo1_ros"  # whose arithmetic (module docstring)
+    # The model's state dims beyond the robot's: 0, or -1 where the reference `main` server
+    # normalised zero-padded states with zero-padded stats.
+    state_padding: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.convention not in CONVENTIONS:
+            raise ValueError(f"unknown normalisation convention {self.convention!r}; choose one of {CONVENTIONS}")
         if self.mode not in NORMALIZATION_MODES:
             raise ValueError(f"unknown normalisation mode {self.mode!r}; choose one of {NORMALIZATION_MODES}")
         if self.action_space not in ("absolute", "delta"):
@@ -137,20 +151,45 @@ class Normalizer:
 
     def normalize(self, x: np.ndarray, which: str) -> np.ndarray:
         stats = self.state if which == "state" else self.action
+        x = np.asarray(x, dtype=np.float64)
+        if self.convention != "evo1_ros":
+            return self._normalize_foreign(x, stats)
         center, half = _affine(stats, self.mode)
         flat = half < _EPS
-        y = (np.asarray(x, dtype=np.float64) - center) / np.where(flat, 1.0, half + _EPS)
+        y = (x - center) / np.where(flat, 1.0, half + _EPS)
         y = np.where(flat, 0.0, y)
         return np.clip(y, -1.0, 1.0) if self.mode != "normal" else y
 
     def denormalize(self, y: np.ndarray, which: str) -> np.ndarray:
         stats = self.state if which == "state" else self.action
+        y = np.asarray(y, dtype=np.float64)
+        if self.convention != "evo1_ros":
+            return self._denormalize_foreign(y, stats)
         center, half = _affine(stats, self.mode)
         flat = half < _EPS
-        y = np.asarray(y, dtype=np.float64)
         if self.mode != "normal":
             y = np.clip(y, -1.0, 1.0)
         return y * np.where(flat, 0.0, half + _EPS) + center
+
+    def _low_high_span(self, stats: Stats) -> tuple[np.ndarray, np.ndarray]:
+        low, high = (stats.q01, stats.q99) if self.mode == "bounds_q99" else (stats.min, stats.max)
+        span = high - low
+        if self.convention == "lerobot":
+            return low, np.where(span == 0, _EPS, span)
+        return low, span + _EPS
+
+    def _normalize_foreign(self, x: np.ndarray, stats: Stats) -> np.ndarray:
+        if self.mode == "normal":
+            return (x - stats.mean) / (stats.std + _EPS)
+        low, span = self._low_high_span(stats)
+        y = 2 * (x - low) / span - 1
+        return np.clip(y, -1.0, 1.0) if self.convention == "reference" else y
+
+    def _denormalize_foreign(self, y: np.ndarray, stats: Stats) -> np.ndarray:
+        if self.mode == "normal":
+            return y * (stats.std + (_EPS if self.convention == "reference" else 0.0)) + stats.mean
+        low, span = self._low_high_span(stats)
+        return (y + 1) / 2 * span + low
 
     @classmethod
     def from_limits(cls, lower: list[float], upper: list[float], names: list[str] | None = None) -> Normalizer:
@@ -210,6 +249,8 @@ class Normalizer:
             "absolute_dims": self.absolute_dims,
             "state_names": self.state_names,
             "action_names": self.action_names,
+            "convention": self.convention,
+            "state_padding": self.state_padding,
             "observation.state": self.state.to_dict(),
             "action": self.action.to_dict(),
         }
@@ -218,10 +259,20 @@ class Normalizer:
         (Path(folder) / NORM_STATS_FILE).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], arm: str | None = None, mode: str | None = None) -> Normalizer:
-        """Our format, or the reference's `{arm: {...}}` / `{arm: {dataset: {...}}}` layouts."""
+    def from_dict(
+        cls,
+        data: dict[str, Any],
+        arm: str | None = None,
+        mode: str | None = None,
+        dataset_key: str | None = None,
+        convention: str | None = None,
+    ) -> Normalizer:
+        """Our format, or the reference's `{arm: {...}}` / `{arm: {dataset: {...}}}` layouts
+        (`dataset_key` picks a dataset, as the reference server's per-request key does)."""
         if "observation.state" not in data:
-            data = _reference_entry(data, arm)
+            data = _reference_entry(data, arm, dataset_key)
+        elif dataset_key:
+            raise ValueError(f"dataset_key {dataset_key!r} given, but these norm stats hold a single dataset")
         return cls(
             Stats.from_dict(data["observation.state"], "observation.state"),
             Stats.from_dict(data["action"], "action"),
@@ -230,24 +281,48 @@ class Normalizer:
             list(data.get("absolute_dims", [])),
             list(data.get("state_names", [])),
             list(data.get("action_names", [])),
+            convention or data.get("convention", "evo1_ros"),
+            float(data.get("state_padding", 0.0)),
         )
 
     @classmethod
-    def load(cls, folder: str | Path, arm: str | None = None, mode: str | None = None) -> Normalizer:
+    def load(
+        cls,
+        folder: str | Path,
+        arm: str | None = None,
+        mode: str | None = None,
+        dataset_key: str | None = None,
+        convention: str | None = None,
+    ) -> Normalizer:
         path = Path(folder) / NORM_STATS_FILE
         if not path.is_file():
             raise FileNotFoundError(f"{path} is missing: a checkpoint needs its normalisation stats")
+        data = read_stats_file(path)
         try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ValueError(f"{path} is not valid JSON: {error}") from None
-        try:
-            return cls.from_dict(data, arm, mode)
+            return cls.from_dict(data, arm, mode, dataset_key, convention)
         except (ValueError, TypeError, KeyError, AttributeError) as error:
             raise ValueError(f"{path}: {error}") from None
 
 
-def _reference_entry(data: dict[str, Any], arm: str | None) -> dict[str, Any]:
+def read_stats_file(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from None
+
+
+def stats_keys(data: dict[str, Any]) -> dict[str, list[str]]:
+    """What a norm_stats.json holds: {arm: [dataset keys]} ([] for one dataset per arm); {} for ours."""
+    if "observation.state" in data:
+        return {}
+    return {
+        arm: sorted(k for k, v in entry.items() if isinstance(v, dict) and "observation.state" in v)
+        for arm, entry in data.items()
+        if isinstance(entry, dict)
+    }
+
+
+def _reference_entry(data: dict[str, Any], arm: str | None, dataset_key: str | None = None) -> dict[str, Any]:
     if not data:
         raise ValueError("norm stats are empty")
     if arm is None:
@@ -258,8 +333,16 @@ def _reference_entry(data: dict[str, Any], arm: str | None) -> dict[str, Any]:
         raise ValueError(f"norm stats have no arm {arm!r}; they hold {sorted(data)}")
     entry = data[arm]
     if "observation.state" in entry:
+        if dataset_key:
+            raise ValueError(f"dataset_key {dataset_key!r} given, but arm {arm!r} has a single dataset")
         return entry
-    datasets = [v for v in entry.values() if isinstance(v, dict) and "observation.state" in v]
-    if len(datasets) != 1:
-        raise ValueError(f"norm stats for arm {arm!r} hold {len(datasets)} datasets; expected exactly one")
-    return datasets[0]
+    keys = stats_keys({arm: entry})[arm]
+    if dataset_key is None:
+        if len(keys) != 1:
+            raise ValueError(
+                f"norm stats for arm {arm!r} hold {len(keys)} datasets: pick one with dataset_key ({keys})"
+            )
+        dataset_key = keys[0]
+    if dataset_key not in keys:
+        raise ValueError(f"norm stats for arm {arm!r} have no dataset {dataset_key!r}; dataset_key is one of {keys}")
+    return entry[dataset_key]

@@ -82,9 +82,19 @@ class Evo1Policy:
 
     @classmethod
     def from_checkpoint(
-        cls, folder: str | Path, device: str = "auto", dtype: str | None = None, allow_partial: bool = False, **kwargs
+        cls,
+        folder: str | Path,
+        device: str = "auto",
+        dtype: str | None = None,
+        allow_partial: bool = False,
+        dataset_key: str | None = None,
+        **kwargs,
     ) -> Evo1Policy:
-        model, normalizer, tokenizer, report = load_checkpoint(folder, allow_partial=allow_partial)
+        """Any supported checkpoint folder; `dataset_key` picks the norm stats of one dataset when
+        the checkpoint holds several (the reference's RoboTwin release holds 50)."""
+        model, normalizer, tokenizer, report = load_checkpoint(
+            folder, allow_partial=allow_partial, dataset_key=dataset_key
+        )
         dev = resolve_device(device)
         return cls(
             model,

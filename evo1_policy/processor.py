@@ -63,6 +63,7 @@ class Processor:
         """Raise ValueError if the prompt for this instruction and number of views would not fit
         (the tokenizer's rule, counted in tokens, not characters)."""
         c = self.config
+        views = c.max_views if c.fixed_view_slots else views
         self.tokenizer.batch([instruction], views, c.tokens_per_view, None, c.max_text_length, c.instruction_first)
 
     def _images(self, images: Sequence[np.ndarray | None], views: int) -> tuple[np.ndarray, np.ndarray]:
@@ -73,7 +74,8 @@ class Processor:
         present = np.zeros(views, dtype=bool)
         for i, image in enumerate(images):
             if image is not None:
-                pixels[i] = normalize_image(as_rgb(image), size)
+                c = self.config
+                pixels[i] = normalize_image(as_rgb(image), size, c.image_resize, c.image_normalize_dtype)
                 present[i] = True
         if not present.any():
             raise ValueError("every camera view is missing: at least one image is needed")
@@ -85,6 +87,11 @@ class Processor:
         views = len(observations[0].images)
         if not 1 <= views <= self.config.max_views:
             raise ValueError(f"{views} camera views given; Evo-1 takes 1 to {self.config.max_views}")
+        if self.config.fixed_view_slots and views < self.config.max_views:
+            # the reference's prompt always has every slot; the cameras it lacks are missing views
+            empty = [None] * (self.config.max_views - views)
+            observations = [Observation([*o.images, *empty], o.state, o.instruction) for o in observations]
+            views = self.config.max_views
         instructions = []
         for obs in observations:
             if not isinstance(obs.instruction, str) or not obs.instruction.strip():
@@ -92,7 +99,7 @@ class Processor:
             instructions.append(obs.instruction)
         pixels, present = zip(*(self._images(obs.images, views) for obs in observations), strict=True)
         states = np.stack([self.check_state(obs.state) for obs in observations])
-        state = np.zeros((len(observations), self.config.max_state_dim), dtype=np.float32)
+        state = np.full((len(observations), self.config.max_state_dim), self.normalizer.state_padding, dtype=np.float32)
         state[:, : self.state_dim] = self.normalizer.normalize(states, "state")
         action_mask = np.zeros((len(observations), self.config.max_action_dim), dtype=bool)
         action_mask[:, : self.action_dim] = True

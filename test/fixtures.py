@@ -1,11 +1,14 @@
 """Small demonstration data written by the tests themselves: bags (sqlite3 and mcap) and
-LeRobot datasets, all holding the same known episodes."""
+LeRobot datasets, all holding the same known episodes; and weights under the reference
+implementation's names, written independently of evo1_policy.checkpoint's mapping."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
+import torch
 from rosbags.rosbag2 import StoragePlugin, Writer
 
 from evo1_policy.data.episode import Episode
@@ -88,3 +91,43 @@ def write_bag(path: Path, episode: Episode, storage: str, start: float = 1000.0,
             )
             writer.write(traj_c, int(cmd_time * 1e9), store.serialize_cdr(traj, "trajectory_msgs/msg/JointTrajectory"))
     return path
+
+
+def to_reference_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Our keys -> the reference implementation's (remote-code InternVL) keys, fused qkv included."""
+    out: dict[str, torch.Tensor] = {}
+    vision_pieces: dict[str, dict[str, torch.Tensor]] = {}
+    renames = {
+        "embeddings.cls_token": "embeddings.class_embedding",
+        "embeddings.position_embeddings": "embeddings.position_embedding",
+        "embeddings.patch_embeddings.projection.": "embeddings.patch_embedding.",
+        "attention.projection_layer.": "attn.proj.",
+        "lambda_1": "ls1",
+        "lambda_2": "ls2",
+        "layernorm_before.": "norm1.",
+        "layernorm_after.": "norm2.",
+    }
+    for key, value in state.items():
+        if key.startswith("embedder.model.vision_tower."):
+            key = key.replace("embedder.model.vision_tower.", "embedder.model.vision_model.")
+            key = key.replace(".encoder.layer.", ".encoder.layers.")
+            qkv = re.match(r"(.*)\.attention\.([qkv])_proj\.(weight|bias)$", key)
+            if qkv:
+                vision_pieces.setdefault(f"{qkv[1]}.attn.qkv.{qkv[3]}", {})[qkv[2]] = value
+                continue
+            for ours, theirs in renames.items():
+                key = key.replace(ours, theirs)
+        elif key.startswith("embedder.model.multi_modal_projector."):
+            key = (
+                key.replace("multi_modal_projector.layer_norm", "mlp1.0")
+                .replace("multi_modal_projector.linear_1", "mlp1.1")
+                .replace("multi_modal_projector.linear_2", "mlp1.3")
+            )
+        elif key.startswith("embedder.model.language_model."):
+            key = key.replace("embedder.model.language_model.", "embedder.model.language_model.model.")
+        elif re.match(r"action_head\.(state_encoder|mlp_head)\.fc[12]\.|action_head\.action_encoder\.W[123]\.", key):
+            key = re.sub(r"\.(weight|bias)$", r".linear.\1", key)
+        out[key] = value
+    for key, parts in vision_pieces.items():
+        out[key] = torch.cat([parts["q"], parts["k"], parts["v"]])
+    return out

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from fixtures import to_reference_names
 from safetensors.torch import save_file
 
 from evo1_policy.checkpoint import (
@@ -83,49 +83,6 @@ def test_partial_load_refused_unless_allowed(tmp_path: Path) -> None:
     assert report.missing == ["action_head.norm_out.weight"]
 
 
-# ------------------------------------------------------------------ reference names, written independently
-
-
-def to_reference_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Our keys -> the reference implementation's (remote-code InternVL) keys, fused qkv included."""
-    out: dict[str, torch.Tensor] = {}
-    vision_pieces: dict[str, dict[str, torch.Tensor]] = {}
-    renames = {
-        "embeddings.cls_token": "embeddings.class_embedding",
-        "embeddings.position_embeddings": "embeddings.position_embedding",
-        "embeddings.patch_embeddings.projection.": "embeddings.patch_embedding.",
-        "attention.projection_layer.": "attn.proj.",
-        "lambda_1": "ls1",
-        "lambda_2": "ls2",
-        "layernorm_before.": "norm1.",
-        "layernorm_after.": "norm2.",
-    }
-    for key, value in state.items():
-        if key.startswith("embedder.model.vision_tower."):
-            key = key.replace("embedder.model.vision_tower.", "embedder.model.vision_model.")
-            key = key.replace(".encoder.layer.", ".encoder.layers.")
-            qkv = re.match(r"(.*)\.attention\.([qkv])_proj\.(weight|bias)$", key)
-            if qkv:
-                vision_pieces.setdefault(f"{qkv[1]}.attn.qkv.{qkv[3]}", {})[qkv[2]] = value
-                continue
-            for ours, theirs in renames.items():
-                key = key.replace(ours, theirs)
-        elif key.startswith("embedder.model.multi_modal_projector."):
-            key = (
-                key.replace("multi_modal_projector.layer_norm", "mlp1.0")
-                .replace("multi_modal_projector.linear_1", "mlp1.1")
-                .replace("multi_modal_projector.linear_2", "mlp1.3")
-            )
-        elif key.startswith("embedder.model.language_model."):
-            key = key.replace("embedder.model.language_model.", "embedder.model.language_model.model.")
-        elif re.match(r"action_head\.(state_encoder|mlp_head)\.fc[12]\.|action_head\.action_encoder\.W[123]\.", key):
-            key = re.sub(r"\.(weight|bias)$", r".linear.\1", key)
-        out[key] = value
-    for key, parts in vision_pieces.items():
-        out[key] = torch.cat([parts["q"], parts["k"], parts["v"]])
-    return out
-
-
 def test_reference_names_map_with_zero_missing_keys() -> None:
     model = Evo1Model(preset("evo1-tiny"))
     reference = to_reference_names(model.state_dict())
@@ -159,10 +116,10 @@ def test_reference_deepspeed_folder_loads_with_weights_only(tmp_path: Path, rgb:
             }
         )
     )
-    (folder / "config.json").write_text(json.dumps({"num_inference_timesteps": 12, "horizon": 50}))
+    (folder / "config.json").write_text(json.dumps({"num_inference_timesteps": 12, "horizon": 16}))
     loaded, normalizer, _, report = load_reference_checkpoint(folder, False, None, None, base=preset("evo1-tiny"))
     assert not report.missing and not report.unexpected
-    assert loaded.config.num_inference_steps == 12
+    assert loaded.config.era == "flash" and loaded.config.num_inference_steps == 50  # what its server forces
     assert loaded.config.head_attends_padding and loaded.config.pad_to_max_length
     assert normalizer.action.max.tolist() == [2.0] * 7
     for key, value in model.state_dict().items():
@@ -191,7 +148,7 @@ def test_lerobot_layout_loads(tmp_path: Path) -> None:
     folder = tmp_path / "lerobot"
     folder.mkdir()
     save_file(state, str(folder / "model.safetensors"))
-    (folder / "config.json").write_text(json.dumps({"type": "evo1", "num_steps": 16}))
+    (folder / "config.json").write_text(json.dumps({"type": "evo1", "num_inference_timesteps": 16}))
     _fitted_normalizer().save(folder)
     loaded, _, _, report = load_checkpoint(folder, base=preset("evo1-tiny"))
     assert not report.missing and loaded.config.num_inference_steps == 16
