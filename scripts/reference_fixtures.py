@@ -44,7 +44,6 @@ HEAD = {
     "dropout": 0.0,
     "num_categories": 1,
 }
-STEPS = {"main": 32, "flash": 50}  # what each era's server forces
 BATCH, CONTEXT, REAL_DIMS = 2, 10, 7
 WEIGHT_SEED, INPUT_SEED, NOISE_SEED = 0, 1, 2
 
@@ -61,7 +60,7 @@ def load_classes(path: Path, names: list[str], namespace: dict[str, Any]) -> dic
     """The named top-level classes of a reference file, executed without importing the file."""
     tree = ast.parse(path.read_text())
     nodes = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name in names]
-    exec(compile(ast.Module(body=nodes, type_ignores=[]), str(path), "exec"), namespace)  # noqa: S102
+    exec(compile(ast.Module(body=nodes, type_ignores=[]), str(path), "exec"), namespace)
     return {name: namespace[name] for name in names}
 
 
@@ -72,12 +71,22 @@ def constant(path: Path, name: str) -> Any:
     raise KeyError(f"{name} not found in {path}")
 
 
-def head_fixture(root: Path, era: str) -> dict[str, torch.Tensor]:
+def server_steps(root: Path) -> int:
+    """The Euler steps the era's server forces: its `config["num_inference_timesteps"] = N`."""
+    for node in ast.walk(ast.parse((root / "Evo_1/scripts/Evo1_server.py").read_text())):
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Subscript):
+            key = node.targets[0].slice
+            if isinstance(key, ast.Constant) and key.value == "num_inference_timesteps":
+                return int(ast.literal_eval(node.value))
+    raise KeyError(f"no num_inference_timesteps assignment in {root}/Evo_1/scripts/Evo1_server.py")
+
+
+def head_fixture(root: Path, era: str, steps: int) -> dict[str, torch.Tensor]:
     flow = load_module(root / "Evo_1/model/action_head/flow_matching.py", f"reference_flow_{era}")
     config = SimpleNamespace(
         **HEAD,
         action_dim=HEAD["horizon"] * HEAD["per_action_dim"],
-        num_inference_timesteps=STEPS[era],
+        num_inference_timesteps=steps,
     )
     torch.manual_seed(WEIGHT_SEED)
     head = flow.FlowmatchingActionHead(config=config).eval()
@@ -138,7 +147,8 @@ def normalizer_fixture(main: Path, flash: Path) -> dict[str, Any]:
         "actions": normalizer.denormalize_action(torch.tensor(MODEL_ACTIONS)).tolist(),
     }
     # flash: {arm: {dataset: stats}}, the dataset picked per request; three normalisation types
-    stats_map = {"arm": {"task_a": STATS, "task_b": {k: {s: [2 * x for x in v] for s, v in d.items()} for k, d in STATS.items()}}}
+    doubled = {feature: {name: [2 * x for x in v] for name, v in d.items()} for feature, d in STATS.items()}
+    stats_map = {"arm": {"task_a": STATS, "task_b": doubled}}
     out["flash_stats"] = stats_map
     out["flash"] = {}
     for kind in ("bounds", "bounds_q99", "normal"):
@@ -159,15 +169,22 @@ def main() -> None:
     parser.add_argument("--flash", type=Path, required=True, help="checkout of its branch evo1-flash")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
+    steps = {"main": server_steps(args.main), "flash": server_steps(args.flash)}
     for era, root in (("main", args.main), ("flash", args.flash)):
-        save_file(head_fixture(root, era), str(OUT / f"{era}_head.safetensors"))
+        save_file(head_fixture(root, era, steps[era]), str(OUT / f"{era}_head.safetensors"))
     mean = constant(args.main / "Evo_1/model/internvl3/internvl3_embedder.py", "IMAGENET_MEAN")
     std = constant(args.main / "Evo_1/model/internvl3/internvl3_embedder.py", "IMAGENET_STD")
     black = ((torch.zeros(3) - torch.tensor(mean)) / torch.tensor(std)).tolist()  # T.Normalize of a zero image
     fixture = {
         "command": "python scripts/reference_fixtures.py --main <Evo-1 main> --flash <Evo-1 evo1-flash>",
-        "head": {**HEAD, "steps": STEPS, "batch": BATCH, "context": CONTEXT, "real_dims": REAL_DIMS,
-                 "seeds": {"weights": WEIGHT_SEED, "inputs": INPUT_SEED, "noise": NOISE_SEED}},  # fmt: skip
+        "head": {
+            **HEAD,
+            "steps": steps,
+            "batch": BATCH,
+            "context": CONTEXT,
+            "real_dims": REAL_DIMS,
+            "seeds": {"weights": WEIGHT_SEED, "inputs": INPUT_SEED, "noise": NOISE_SEED},
+        },
         "black_view": black,
         "normalizer": normalizer_fixture(args.main, args.flash),
     }

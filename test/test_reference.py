@@ -25,6 +25,7 @@ from evo1_policy.checkpoint import CheckpointError, load_checkpoint
 from evo1_policy.config import Evo1Config, HeadConfig, TextConfig, VisionConfig, preset
 from evo1_policy.images import normalize_image
 from evo1_policy.model import Evo1Model, ModelInputs
+from evo1_policy.policy import Evo1Policy
 from evo1_policy.processor import Observation, Processor
 
 DATA = Path(__file__).parent / "data" / "reference"
@@ -304,6 +305,10 @@ def test_reference_checkpoint_feeds_black_missing_views_in_every_slot(tmp_path: 
     black = model.embedder.missing_view.flatten()
     torch.testing.assert_close(black, torch.tensor(FIXTURE["black_view"]), atol=1e-6, rtol=0)
     assert processor.check_instruction("pick up the cube", views=1) is None  # counted with 3 slots
+    # the whole pipeline, as the node runs it: one camera, 5 joints, a chunk in robot units
+    policy = Evo1Policy.from_checkpoint(tmp_path / "step_best", device="cpu")
+    chunk = policy.predict_chunk([image], np.asarray(NORM["state"][0]), "pick up the cube", seed=0)
+    assert chunk.shape == (HEAD["horizon"], 5) and np.isfinite(chunk).all()
 
 
 def test_flash_pixels_are_normalised_in_bfloat16() -> None:
