@@ -62,27 +62,42 @@ def cmd_fuzz_node(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from evo1_policy.data.rosbag import BagSpec
     from evo1_policy.train import TrainConfig, Trainer
+
+    from .arm_config import ArmConfig
+    from .paths import config_path
 
     path, overrides = args.config, list(args.overrides)
     if path and "=" in path and not path.endswith((".yaml", ".yml")):  # no file, only overrides
         path, overrides = None, [path, *overrides]
     config = TrainConfig.load(path, overrides)
-    final = Trainer(config).run(resume=args.resume)
+    spec = None
+    if config.data.bags:  # the arm config's topics: ROS knowledge stays on this side
+        spec = BagSpec.from_arm_config(
+            ArmConfig.from_yaml(config_path(config.data.arm_config)), action_source=config.data.action_source
+        )
+    final = Trainer(config, bag_spec=spec).run(resume=args.resume)
     print(f"evo1 train: done; deploy with: evo1 bringup --checkpoint {final}")
     return 0
 
 
 def cmd_bag2dataset(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     from evo1_policy.data.lerobot import write_lerobot
     from evo1_policy.data.rosbag import BagSpec, read_bag
 
     from .arm_config import ArmConfig
     from .paths import config_path
 
-    spec = BagSpec.from_arm_config(ArmConfig.from_yaml(config_path(args.arm_config)))
-    episodes = [read_bag(bag, spec, args.instruction, i) for i, bag in enumerate(args.bags)]
-    root = write_lerobot(args.out, episodes, args.format, args.lossless, args.robot_type)
+    spec = BagSpec.from_arm_config(ArmConfig.from_yaml(config_path(args.arm_config)), action_source=args.action_source)
+    episodes = [
+        read_bag(bag, spec, args.instruction, i)
+        for i, bag in enumerate(tqdm(args.bags, desc="bag2dataset: reading bags", unit="bag", dynamic_ncols=True))
+    ]
+    print(f"evo1 bag2dataset: writing {args.format} to {args.out} (encoding video)", flush=True)
+    root = write_lerobot(args.out, episodes, args.format, args.lossless, args.robot_type, args.overwrite)
     print(f"evo1 bag2dataset: {len(episodes)} episodes, {sum(e.length for e in episodes)} frames -> {root}")
     return 0
 
@@ -107,6 +122,7 @@ def cmd_eval_bag(args: argparse.Namespace) -> int:
         args.device,
         args.seed,
         args.dataset_key,
+        args.action_source,
     )
     return 0
 
@@ -156,6 +172,16 @@ def cmd_sim_probe(args: argparse.Namespace) -> int:
         with open(args.json, "w") as handle:
             handle.write(json.dumps(result, indent=2) + "\n")
     return 0
+
+
+def _action_source(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--action-source",
+        default="command",
+        choices=["command", "next-state"],
+        help="the actions of a bag: the commands on the arm config's trajectory topic, or the next joint "
+        "state (demonstrations recorded without a command topic)",
+    )
 
 
 def register(sub: argparse._SubParsersAction, handlers: dict[str, Handler]) -> None:
@@ -208,6 +234,8 @@ def register(sub: argparse._SubParsersAction, handlers: dict[str, Handler]) -> N
     p.add_argument("--format", default="v3.0", choices=["v3.0", "v2.1"])
     p.add_argument("--lossless", action="store_true", help="lossless RGB video (exact pixels, larger files)")
     p.add_argument("--robot-type", default="")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
+    _action_source(p)
     handlers["bag2dataset"] = cmd_bag2dataset
 
     p = sub.add_parser("eval-bag", help="score a checkpoint against recorded bags (open loop)")
@@ -224,6 +252,7 @@ def register(sub: argparse._SubParsersAction, handlers: dict[str, Handler]) -> N
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dataset-key", help="norm-stats entry (default: the arm config's model.dataset_key)")
+    _action_source(p)
     handlers["eval-bag"] = cmd_eval_bag
 
     from .sim_scene import EVAL_SEED_START

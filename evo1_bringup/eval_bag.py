@@ -31,13 +31,14 @@ def eval_bags(
     device: str = "cpu",
     seed: int = 0,
     dataset_key: str | None = None,
+    action_source: str = "command",
 ) -> dict[str, Any]:
     config = ArmConfig.from_yaml(config_path(arm_config))
     checkpoints = [checkpoint] + ([compare] if compare else [])
     key = dataset_key or config.model.dataset_key or None
     policies = [Evo1Policy.from_checkpoint(c, device=device, dataset_key=key) for c in checkpoints]
     labels = _labels(checkpoints)
-    spec = BagSpec.from_arm_config(config, image_size=policies[0].config.vision.image_size)
+    spec = BagSpec.from_arm_config(config, policies[0].config.vision.image_size, action_source)
     episodes = [read_bag(bag, spec, None, i) for i, bag in enumerate(bags)]
     every = every or config.control.execute_steps
     gripper_dims = [len(config.joints.names)] if config.gripper.name else []

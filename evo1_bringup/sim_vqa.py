@@ -13,10 +13,13 @@ Answer words, in the arm's frame (it looks along +x; its left is +y):
 
 Question kinds (the report gives accuracy per kind):
 - where:     "where is the red cube" -> a cell
-- touch:     "touch the red" -> a cell. The policy's instruction "touch the red cube" starts with
-             exactly these tokens, and in a causal language model the colour word's hidden state
-             depends on nothing after it: pretraining this question puts the named cube's place in
-             the very hidden state the action head later reads.
+- touch:     "touch the red" -> a spot: one letter naming a cell of a finer grid (4 rows x 6
+             columns of about 4 x 7 cm, "a" near left .. "x" far right). The policy's instruction
+             "touch the red cube" starts with exactly these tokens, and in a causal language model
+             the colour word's hidden state depends on nothing after it: pretraining this question
+             puts the named cube's place in the very hidden state the action head later reads. The
+             answer is one token so that all of it is predicted from that hidden state (the second
+             word of "far left" would be predicted from the position of "far").
 - colour_at: "what colour is the cube on the left" -> a colour (the leftmost of those on the table)
 - count:     "how many cubes" -> a number word
 - left_of:   "is the red cube left of the blue cube" -> yes/no
@@ -47,6 +50,9 @@ OFF_TABLE = np.array([5.0, 5.0])  # where a cube that is not in the scene goes
 # relations the same way): a cube's cell only when its centre is this far from every cell edge,
 # a left/right order only when the cubes are this far apart sideways.
 MARGIN = 0.01
+SPOT_ROWS, SPOT_COLUMNS = 4, 6
+SPOT_LETTERS = "abcdefghijklmnopqrstuvwx"  # one Qwen2 token each
+SPOT_MARGIN = 0.005  # the fine cells are small: half a centimetre from their edges
 
 
 def cell_of(xy: np.ndarray) -> tuple[str, str]:
@@ -59,6 +65,20 @@ def cell_of(xy: np.ndarray) -> tuple[str, str]:
 
 def cell_words(xy: np.ndarray) -> str:
     return " ".join(cell_of(xy))
+
+
+def spot_of(xy: np.ndarray) -> str | None:
+    """The fine cell's letter of a table position, row by row from near left; None when the
+    position lies within SPOT_MARGIN of a fine cell's edge (or off the placement area)."""
+    fraction = (np.asarray(xy, dtype=np.float64) - PLACEMENT_LOW) / (PLACEMENT_HIGH - PLACEMENT_LOW)
+    scaled = np.array([fraction[0] * SPOT_ROWS, (1 - fraction[1]) * SPOT_COLUMNS])  # +y is the arm's left
+    cell = np.floor(scaled).astype(int)
+    if np.any(cell < 0) or cell[0] >= SPOT_ROWS or cell[1] >= SPOT_COLUMNS:
+        return None
+    edge_distance = np.minimum(scaled - cell, cell + 1 - scaled) / np.array([SPOT_ROWS, SPOT_COLUMNS])
+    if np.any(edge_distance * (PLACEMENT_HIGH - PLACEMENT_LOW) < SPOT_MARGIN):
+        return None
+    return SPOT_LETTERS[cell[0] * SPOT_COLUMNS + cell[1]]
 
 
 def clear_of_cell_edges(xy: np.ndarray, margin: float = MARGIN) -> bool:
@@ -89,7 +109,9 @@ def questions(placement: Placement, shown: list[str], rng: np.random.Generator) 
     for colour, xy in cubes.items():
         if clear_of_cell_edges(xy):
             out.append(("where", f"where is the {colour} cube", cell_words(xy)))
-            out.append(("touch", f"touch the {colour}", cell_words(xy)))
+        spot = spot_of(xy)
+        if spot is not None:
+            out.append(("touch", f"touch the {colour}", spot))
     out.append(("count", "how many cubes", NUMBERS[len(shown) - 1]))
     by_y = sorted(shown, key=lambda c: -cubes[c][1])  # leftmost first
     sides = {2: ("left", "right"), 3: ("left", "middle", "right")}.get(len(shown))

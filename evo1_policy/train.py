@@ -19,7 +19,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -34,6 +34,9 @@ from .model import Evo1Model
 from .normalize import Normalizer
 from .processor import Observation, Processor
 from .tokenizer import PromptTokenizer
+
+if TYPE_CHECKING:
+    from .data.rosbag import BagSpec
 
 STATE_FILE = "training_state.pt"
 
@@ -51,6 +54,7 @@ class DataSection:
     bags: list[str] = field(default_factory=list)  # paths or globs (sqlite3 or mcap bag folders/files)
     lerobot: list[str] = field(default_factory=list)  # LeRobot v2.1 / v3.0 dataset folders
     arm_config: str = "sim_arm"  # for bags: the node's topics, joints and control rate
+    action_source: str = "command"  # for bags: "command" (the trajectory topic) or "next-state"
     instructions: dict[str, str] = field(default_factory=dict)  # bag name -> instruction, if not in the bag
     skip_bad_episodes: bool = False  # otherwise a bad episode stops the run
 
@@ -155,21 +159,26 @@ def _like(default: Any, value: Any, name: str) -> Any:
 # ------------------------------------------------------------------------------------------ data
 
 
-def load_episodes(config: TrainConfig, horizon: int, image_size: int, log: Any = print) -> list[Episode]:
+def load_episodes(
+    config: TrainConfig, horizon: int, image_size: int, log: Any = print, bag_spec: BagSpec | None = None
+) -> list[Episode]:
     """Every episode of the configured bags and datasets, validated; bad ones stop the run unless
-    skip_bad_episodes, and then they are counted in the log."""
+    skip_bad_episodes, and then they are counted in the log. Bags are read with `bag_spec` (the
+    topics and joints of data.arm_config, which `evo1 train` resolves: this package knows no ROS)."""
     from .data.lerobot import read_lerobot
-    from .data.rosbag import BagSpec, read_bag
+    from .data.rosbag import read_bag
 
     episodes: list[Episode] = []
     skipped: list[str] = []
     bag_paths = [p for pattern in config.data.bags for p in (sorted(glob.glob(pattern)) or [pattern])]
     spec = None
     if bag_paths:
-        from evo1_bringup.arm_config import ArmConfig
-        from evo1_bringup.paths import config_path
-
-        spec = BagSpec.from_arm_config(ArmConfig.from_yaml(config_path(config.data.arm_config)), image_size)
+        if bag_spec is None:
+            raise ValueError(
+                "data.bags needs the topics and joints of an arm config: `evo1 train` reads data.arm_config; "
+                "a caller of Trainer passes bag_spec=BagSpec.from_arm_config(...)"
+            )
+        spec = dataclasses.replace(bag_spec, image_size=image_size)
 
     def accept(make: Any) -> None:
         try:
@@ -293,7 +302,7 @@ class Distributed:
 
 
 class Trainer:
-    def __init__(self, config: TrainConfig, log: Any = print):
+    def __init__(self, config: TrainConfig, log: Any = print, bag_spec: BagSpec | None = None):
         self.config = config
         self.log = log
         self.device = self._device()
@@ -303,7 +312,9 @@ class Trainer:
         if not self.dist.main:
             self.log = lambda *a, **k: None
         self.model, tokenizer = self._model()
-        self.episodes = load_episodes(config, self.model.config.horizon, self.model.config.vision.image_size, self.log)
+        self.episodes = load_episodes(
+            config, self.model.config.horizon, self.model.config.vision.image_size, self.log, bag_spec
+        )
         self.windows = Windows(self.episodes, self.model.config.horizon)
         normalizer = self.windows.fit_normalizer(config.normalization)
         self.processor = Processor(self.model.config, tokenizer, normalizer)

@@ -40,9 +40,21 @@ def known_episode(index: int, steps: int = 60, size: int = 32, instruction: str 
     return Episode("known", index, instruction, SPEC.rate_hz, ["front"], [images], states, actions, JOINTS, JOINTS, t)
 
 
-def write_bag(path: Path, episode: Episode, storage: str, start: float = 1000.0, offset: float = 0.013) -> Path:
+def write_arm_config(path: Path) -> Path:
+    """An arm config naming the topics, joints and rate of the bags write_bag makes."""
+    path.write_text(
+        "evo1_policy_node:\n  ros__parameters:\n    joints:\n      names: [joint1, joint2, joint3]\n"
+        "      lower_limits: [-1.0, -1.0, -1.0]\n      upper_limits: [1.0, 1.0, 8.0]\n"
+        "      max_velocity: [1.0, 1.0, 1.0]\n    control:\n      rate_hz: 10.0\n"
+    )
+    return path
+
+
+def write_bag(
+    path: Path, episode: Episode, storage: str, start: float = 1000.0, offset: float = 0.013, commands: bool = True
+) -> Path:
     """The episode as a live run would record it: images and joint states stamped a little after
-    each step, trajectories (first point one step ahead) and the instruction."""
+    each step, trajectories (first point one step ahead; not without `commands`) and the instruction."""
     store = typestore()
     t = store.types
     Header, Time = t["std_msgs/msg/Header"], t["builtin_interfaces/msg/Time"]
@@ -89,7 +101,10 @@ def write_bag(path: Path, episode: Episode, storage: str, start: float = 1000.0,
                 joint_names=JOINTS,
                 points=[point],
             )
-            writer.write(traj_c, int(cmd_time * 1e9), store.serialize_cdr(traj, "trajectory_msgs/msg/JointTrajectory"))
+            if commands:
+                writer.write(
+                    traj_c, int(cmd_time * 1e9), store.serialize_cdr(traj, "trajectory_msgs/msg/JointTrajectory")
+                )
     return path
 
 

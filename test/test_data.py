@@ -120,11 +120,13 @@ def test_skipping_bad_episodes_needs_the_flag_and_is_counted(recorded, tmp_path:
     bad.write_bytes(b"not a bag")
     good = recorded["datasets"]["v3.0"]
     config = TrainConfig.load(None, [f"data.lerobot=['{good}']", f"data.bags=['{bad}']"])
-    with pytest.raises(DatasetError, match=r"bad\.mcap"):
+    with pytest.raises(ValueError, match=r"data\.bags needs the topics"):
         load_episodes(config, 16, 32, log=lambda *_: None)
+    with pytest.raises(DatasetError, match=r"bad\.mcap"):
+        load_episodes(config, 16, 32, log=lambda *_: None, bag_spec=SPEC)
     config.data.skip_bad_episodes = True
     lines: list[str] = []
-    episodes = load_episodes(config, 16, 32, log=lines.append)
+    episodes = load_episodes(config, 16, 32, log=lines.append, bag_spec=SPEC)
     assert len(episodes) == 1
     assert any(line.startswith("skipped: ") and "bad.mcap" in line for line in lines)
     assert lines[-1].endswith("1 skipped")

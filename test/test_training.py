@@ -128,18 +128,13 @@ def test_gradient_checkpointing_changes_memory_not_results(dataset: Path, tmp_pa
 def test_bag2dataset_and_train_from_bags(tmp_path: Path) -> None:
     """Bags recorded like a live run -> `evo1 bag2dataset` -> a LeRobot v3 dataset; and `evo1 train`
     straight from the bags with an arm config naming the topics."""
-    from fixtures import write_bag
+    from fixtures import write_arm_config, write_bag
 
     from evo1_bringup.cli import main
     from evo1_policy.data.lerobot import read_lerobot
 
     bags = [str(write_bag(tmp_path / f"demo_{i}", known_episode(i), "mcap")) for i in range(2)]
-    arm = tmp_path / "arm.yaml"
-    arm.write_text(
-        "evo1_policy_node:\n  ros__parameters:\n    joints:\n      names: [joint1, joint2, joint3]\n"
-        "      lower_limits: [-1.0, -1.0, -1.0]\n      upper_limits: [1.0, 1.0, 8.0]\n"
-        "      max_velocity: [1.0, 1.0, 1.0]\n    control:\n      rate_hz: 10.0\n"
-    )
+    arm = write_arm_config(tmp_path / "arm.yaml")
     assert main(["bag2dataset", *bags, "--out", str(tmp_path / "ds"), "--arm-config", str(arm)]) == 0
     episodes = read_lerobot(tmp_path / "ds")
     assert [e.length for e in episodes] == [60, 60] and episodes[1].instruction == "touch the red block"

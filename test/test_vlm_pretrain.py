@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from evo1_bringup.sim_scene import PLACEMENT_HIGH, PLACEMENT_LOW, Placement, random_placement
-from evo1_bringup.sim_vqa import cell_words, questions, render_vqa_set
+from evo1_bringup.sim_vqa import cell_words, questions, render_vqa_set, spot_of
 from evo1_policy.checkpoint import CheckpointError, from_internvl_hf
 from evo1_policy.config import preset
 from evo1_policy.tokenizer import PromptTokenizer
@@ -46,7 +46,9 @@ def test_questions_agree_with_the_placement() -> None:
     )
     asked = questions(placement, ["blue", "green", "red"], np.random.default_rng(0))
     answers = {q: a for _, q, a in asked}
-    assert answers["where is the red cube"] == answers["touch the red"] == "near left"
+    assert answers["where is the red cube"] == "near left"
+    # the fine grid: x 5 cm into the 17 cm area is its 2nd row of 4, y 15 cm left its 1st column of 6
+    assert answers["touch the red"] == spot_of(np.array([0.3, 0.15])) == "g"
     assert answers["where is the blue cube"] == "near right"
     assert answers["how many cubes"] == "three"
     for question, answer in answers.items():

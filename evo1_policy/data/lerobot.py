@@ -1,13 +1,19 @@
 """LeRobot datasets (format v2.1 and v3.0: parquet + mp4 + meta/) <-> Episodes, with pyarrow and PyAV.
 
-v2.1: one parquet and one mp4 per camera per episode; meta/episodes.jsonl and meta/tasks.jsonl.
+v2.1: one parquet and one mp4 per camera per episode; meta/episodes.jsonl, meta/tasks.jsonl and
+meta/episodes_stats.jsonl.
 v3.0: many episodes per parquet and per mp4; meta/episodes/chunk-*/file-*.parquet says where each
-episode lies (row range, video file and time span); meta/tasks.parquet.
+episode lies (row range, video file and time span) and holds its stats (`stats/<feature>/<stat>`);
+meta/tasks.parquet keeps the task string as the table's (pandas) index, as LeRobot reads it.
+Both: meta/stats.json (min, max, mean, std, count and the 1/10/50/90/99 % quantiles per feature;
+images per channel in [0, 1]), which LeRobot's normaliser needs. The written datasets are checked
+with LeRobot's own loader, normaliser and aggregation (test/test_lerobot_compat.py).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -23,6 +29,9 @@ from .episode import DatasetError, Episode
 STATE_KEY, ACTION_KEY = "observation.state", "action"
 IMAGE_PREFIX = "observation.images."
 CHUNKS_SIZE = 1000
+QUANTILES = {"q01": 0.01, "q10": 0.10, "q50": 0.50, "q90": 0.90, "q99": 0.99}  # LeRobot's
+DATA_FILES_SIZE_IN_MB, VIDEO_FILES_SIZE_IN_MB = 100, 200  # LeRobot's defaults for v3.0 files
+IMAGE_STATS_FRAMES = 100  # frames per episode sampled for the image stats
 
 
 # ---------------------------------------------------------------------------------------- reading
@@ -205,6 +214,123 @@ def encode_video(path: Path, frames: list[np.ndarray], fps: float, lossless: boo
         container.mux(stream.encode())
 
 
+def _stats(values: np.ndarray, image: bool = False) -> dict[str, Any]:
+    """LeRobot's statistics of a feature: (N, D) values per dimension, or (N, H, W, 3) uint8 frames
+    per channel in [0, 1] with shape (3, 1, 1)."""
+    if image:
+        values = values.reshape(-1, 3).astype(np.float64) / 255.0
+    values = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
+    out = {
+        "min": values.min(0),
+        "max": values.max(0),
+        "mean": values.mean(0),
+        "std": values.std(0),
+        "count": np.array([len(values)]),
+    } | {name: np.quantile(values, q, axis=0) for name, q in QUANTILES.items()}
+    shape = (3, 1, 1) if image else (-1,)
+    return {k: (v.reshape(shape) if k != "count" else v).tolist() for k, v in out.items()}
+
+
+def _episode_stats(episode: Episode, first_index: int, task_index: int) -> dict[str, dict[str, Any]]:
+    n = episode.length
+    stats = {
+        STATE_KEY: _stats(episode.states),
+        ACTION_KEY: _stats(episode.actions),
+        "timestamp": _stats((np.arange(n) / episode.fps)[:, None]),
+        "frame_index": _stats(np.arange(n)[:, None]),
+        "episode_index": _stats(np.full((n, 1), episode.index)),
+        "index": _stats(np.arange(first_index, first_index + n)[:, None]),
+        "task_index": _stats(np.full((n, 1), task_index)),
+    }
+    for name, images in zip(episode.camera_names, episode.images, strict=True):
+        picked = images[np.linspace(0, n - 1, min(n, IMAGE_STATS_FRAMES)).round().astype(int)]
+        stats[IMAGE_PREFIX + name] = _stats(picked, image=True)
+    return stats
+
+
+def _dataset_stats(episodes: list[Episode], per_episode: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """Pooled over every frame (images over the sampled frames), so quantiles are exact."""
+    pooled = {
+        STATE_KEY: _stats(np.concatenate([e.states for e in episodes])),
+        ACTION_KEY: _stats(np.concatenate([e.actions for e in episodes])),
+    }
+    for key in per_episode[0]:
+        if key in pooled:
+            continue
+        if key.startswith(IMAGE_PREFIX):
+            camera = episodes[0].camera_names.index(key.removeprefix(IMAGE_PREFIX))
+            frames = [
+                e.images[camera][np.linspace(0, e.length - 1, min(e.length, IMAGE_STATS_FRAMES)).round().astype(int)]
+                for e in episodes
+            ]
+            pooled[key] = _stats(np.concatenate(frames), image=True)
+        else:  # the index columns: min/max/mean/std pooled from the episodes' own
+            parts = [s[key] for s in per_episode]
+            counts = np.array([p["count"][0] for p in parts], dtype=np.float64)
+            means = np.array([p["mean"][0] for p in parts])
+            mean = float((means * counts).sum() / counts.sum())
+            variance = float((((np.array([p["std"][0] for p in parts]) ** 2) + (means - mean) ** 2) * counts).sum())
+            pooled[key] = {
+                "min": [min(p["min"][0] for p in parts)],
+                "max": [max(p["max"][0] for p in parts)],
+                "mean": [mean],
+                "std": [float(np.sqrt(variance / counts.sum()))],
+                "count": [int(counts.sum())],
+            } | {q: [float(np.median([p[q][0] for p in parts]))] for q in QUANTILES}
+    return pooled
+
+
+def _check_same_layout(episodes: list[Episode]) -> None:
+    """Every episode needs the first one's cameras, image sizes and dims: LeRobot stores one shape
+    per feature (stretching frames to fit would silently distort them)."""
+    first = episodes[0]
+    for e in episodes[1:]:
+        where = f"episode {e.index} ({e.source})"
+        if e.camera_names != first.camera_names:
+            raise DatasetError(f"{where} has cameras {e.camera_names}; the first episode has {first.camera_names}")
+        for name, mine, theirs in zip(e.camera_names, e.images, first.images, strict=True):
+            if mine.shape[1:] != theirs.shape[1:]:
+                raise DatasetError(
+                    f"{where}: camera '{name}' frames are {mine.shape[2]}x{mine.shape[1]}, the first episode's "
+                    f"{theirs.shape[2]}x{theirs.shape[1]}: one dataset holds one image size per camera "
+                    "(resize when recording, or write separate datasets)"
+                )
+        for what, mine, theirs in (("state", e.states, first.states), ("action", e.actions, first.actions)):
+            if mine.shape[1] != theirs.shape[1]:
+                raise DatasetError(f"{where} has {mine.shape[1]} {what} dims; the first episode {theirs.shape[1]}")
+        if e.fps != first.fps:
+            raise DatasetError(f"{where} runs at {e.fps} fps; the first episode at {first.fps}")
+
+
+def _tasks_table(tasks: list[str]) -> pa.Table:
+    """meta/tasks.parquet as pandas writes a frame indexed by the task string (LeRobot reads it
+    with pandas.read_parquet and looks tasks up by that index)."""
+    table = pa.table({"task_index": pa.array(range(len(tasks)), type=pa.int64()), "task": tasks})
+    pandas_meta = {
+        "index_columns": ["task"],
+        "column_indexes": [
+            {"name": None, "field_name": None, "pandas_type": "unicode", "numpy_type": "object", "metadata": None}
+        ],
+        "columns": [
+            {
+                "name": "task_index",
+                "field_name": "task_index",
+                "pandas_type": "int64",
+                "numpy_type": "int64",
+                "metadata": None,
+            },
+            {"name": "task", "field_name": "task", "pandas_type": "unicode", "numpy_type": "object", "metadata": None},
+        ],
+        "creator": {"library": "pyarrow", "version": pa.__version__},
+        "pandas_version": "2.2.0",
+    }
+    return table.replace_schema_metadata({b"pandas": json.dumps(pandas_meta).encode()})
+
+
+def _flat_stats(stats: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {f"stats/{feature}/{name}": value for feature, d in stats.items() for name, value in d.items()}
+
+
 def _features(episode: Episode, fps: float, lossless: bool) -> dict[str, Any]:
     features: dict[str, Any] = {
         STATE_KEY: {"dtype": "float32", "shape": [episode.states.shape[1]], "names": episode.state_names or None},
@@ -216,6 +342,9 @@ def _features(episode: Episode, fps: float, lossless: bool) -> dict[str, Any]:
             "shape": list(images.shape[1:]),
             "names": ["height", "width", "channels"],
             "info": {
+                "video.height": int(images.shape[1]),
+                "video.width": int(images.shape[2]),
+                "video.channels": int(images.shape[3]),
                 "video.fps": fps,
                 "video.codec": "h264",
                 "video.pix_fmt": "rgb24" if lossless else "yuv420p",
@@ -251,17 +380,32 @@ def _frame_table(episode: Episode, first_index: int, task_index: int) -> pa.Tabl
 
 
 def write_lerobot(
-    root: str | Path, episodes: list[Episode], version: str = "v3.0", lossless: bool = False, robot_type: str = ""
+    root: str | Path,
+    episodes: list[Episode],
+    version: str = "v3.0",
+    lossless: bool = False,
+    robot_type: str = "",
+    overwrite: bool = False,
 ) -> Path:
-    """Write episodes (renumbered 0..N-1) as a LeRobot dataset of the given format version."""
+    """Write episodes (renumbered 0..N-1) as a LeRobot dataset of the given format version. An
+    existing non-empty folder is an error unless `overwrite`, which removes it first."""
     root = Path(root)
     if not episodes:
         raise DatasetError("no episodes to write")
-    fps = episodes[0].fps
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        if not overwrite:
+            raise DatasetError(f"{root} exists and is not empty: pick another --out, or pass --overwrite to replace it")
+        shutil.rmtree(root) if root.is_dir() else root.unlink()
+    if version not in ("v2.1", "v3.0"):
+        raise DatasetError(f"format version {version!r} unsupported; write v2.1 or v3.0")
+    _check_same_layout(episodes)
+    fps: float | int = int(episodes[0].fps) if float(episodes[0].fps).is_integer() else episodes[0].fps
     tasks = sorted({e.instruction for e in episodes})
     task_index = {t: i for i, t in enumerate(tasks)}
     episodes = [Episode(**{**e.__dict__, "index": i}) for i, e in enumerate(episodes)]
     total = sum(e.length for e in episodes)
+    firsts = np.concatenate([[0], np.cumsum([e.length for e in episodes])[:-1]]).tolist()
+    episode_stats = [_episode_stats(e, f, task_index[e.instruction]) for e, f in zip(episodes, firsts, strict=True)]
     info: dict[str, Any] = {
         "codebase_version": version,
         "robot_type": robot_type,
@@ -290,16 +434,22 @@ def write_lerobot(
             lines.append(json.dumps({"episode_index": e.index, "tasks": [e.instruction], "length": e.length}))
             first += e.length
         (root / "meta" / "episodes.jsonl").write_text("\n".join(lines) + "\n")
+        stats_lines = [
+            json.dumps({"episode_index": e.index, "stats": st}) for e, st in zip(episodes, episode_stats, strict=True)
+        ]
+        (root / "meta" / "episodes_stats.jsonl").write_text("\n".join(stats_lines) + "\n")
         (root / "meta" / "tasks.jsonl").write_text(
             "\n".join(json.dumps({"task_index": i, "task": t}) for i, t in enumerate(tasks)) + "\n"
         )
     elif version == "v3.0":
         info["data_path"] = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
         info["video_path"] = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
+        info["data_files_size_in_mb"] = DATA_FILES_SIZE_IN_MB
+        info["video_files_size_in_mb"] = VIDEO_FILES_SIZE_IN_MB
         data = root / info["data_path"].format(chunk_index=0, file_index=0)
         data.parent.mkdir(parents=True, exist_ok=True)
         tables, meta, first = [], [], 0
-        for e in episodes:
+        for e, stats in zip(episodes, episode_stats, strict=True):
             tables.append(_frame_table(e, first, task_index[e.instruction]))
             row = {
                 "episode_index": e.index,
@@ -309,6 +459,8 @@ def write_lerobot(
                 "data/file_index": 0,
                 "dataset_from_index": first,
                 "dataset_to_index": first + e.length,
+                "meta/episodes/chunk_index": 0,
+                "meta/episodes/file_index": 0,
             }
             for name in e.camera_names:
                 key = IMAGE_PREFIX + name
@@ -318,7 +470,7 @@ def write_lerobot(
                     f"videos/{key}/from_timestamp": first / fps,
                     f"videos/{key}/to_timestamp": (first + e.length) / fps,
                 }
-            meta.append(row)
+            meta.append(row | _flat_stats(stats))
             first += e.length
         pq.write_table(pa.concat_tables(tables), data)
         for c, name in enumerate(episodes[0].camera_names):
@@ -327,10 +479,7 @@ def write_lerobot(
         episodes_file = root / "meta" / "episodes" / "chunk-000" / "file-000.parquet"
         episodes_file.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.Table.from_pylist(meta), episodes_file)
-        pq.write_table(
-            pa.table({"task_index": list(range(len(tasks))), "task": tasks}), root / "meta" / "tasks.parquet"
-        )
-    else:
-        raise DatasetError(f"format version {version!r} unsupported; write v2.1 or v3.0")
+        pq.write_table(_tasks_table(tasks), root / "meta" / "tasks.parquet")
+    (root / "meta" / "stats.json").write_text(json.dumps(_dataset_stats(episodes, episode_stats), indent=2) + "\n")
     (root / "meta" / "info.json").write_text(json.dumps(info, indent=2) + "\n")
     return root

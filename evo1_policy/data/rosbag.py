@@ -23,6 +23,7 @@ from ..images import ImageError, decode_compressed_msg, decode_image_msg, resize
 from ..joints import JointStateError, joint_positions
 from .episode import DatasetError, Episode
 
+ACTION_SOURCES = ("command", "next-state")
 COMMAND_TYPES = (
     "trajectory_msgs/msg/JointTrajectory",
     "sensor_msgs/msg/JointState",
@@ -44,13 +45,19 @@ class BagSpec:
     image_size: int | None = None  # resize frames on load (the model's input size saves memory)
 
     @classmethod
-    def from_arm_config(cls, config: Any, image_size: int | None = None) -> BagSpec:
+    def from_arm_config(cls, config: Any, image_size: int | None = None, action_source: str = "command") -> BagSpec:
+        """The topics of an arm config (the node's). action_source "command": the recorded commands
+        on its trajectory topic are the actions (a teleoperated or scripted arm driven through
+        ROS); "next-state": the next joint state is the action (demonstrations without a command
+        topic, e.g. kinesthetic teaching or a leader arm outside ROS)."""
+        if action_source not in ACTION_SOURCES:
+            raise ValueError(f"action source {action_source!r} unknown; choose one of {ACTION_SOURCES}")
         return cls(
             camera_names=list(config.cameras.names),
             camera_topics=list(config.cameras.topics),
             joint_names=config.action_names,
             joint_states_topic=config.topics.joint_states,
-            command_topic=config.topics.trajectory,
+            command_topic=config.topics.trajectory if action_source == "command" else "",
             instruction_topic=config.topics.instruction,
             rate_hz=config.control.rate_hz,
             image_size=image_size,
@@ -133,7 +140,15 @@ def _read(reader: AnyReader, path: Path, spec: BagSpec, instruction: str | None,
         _find(topics, t, path, f"camera '{n}'") for n, t in zip(spec.camera_names, spec.camera_topics, strict=True)
     ]
     joints = _find(topics, spec.joint_states_topic, path, "joint state")
-    command = _find(topics, spec.command_topic, path, "command") if spec.command_topic else None
+    command = None
+    if spec.command_topic:
+        try:
+            command = _find(topics, spec.command_topic, path, "command")
+        except DatasetError as error:
+            raise DatasetError(
+                f"{error}. Demonstrations recorded without commands: --action-source next-state "
+                "(data.action_source: next-state) takes the next joint state as the action"
+            ) from None
     if command is not None and command.msgtype not in COMMAND_TYPES:
         raise DatasetError(
             f"{path}: command topic {command.topic} has type {command.msgtype}; expected {COMMAND_TYPES}"
@@ -167,8 +182,13 @@ def _read(reader: AnyReader, path: Path, spec: BagSpec, instruction: str | None,
     for name, stamps in zip(spec.camera_names, frame_stamps, strict=True):
         if not stamps:
             raise DatasetError(f"{path}: camera '{name}' topic has no messages")
-    if not joint_times or (command is not None and not command_times):
-        raise DatasetError(f"{path}: the joint state or command topic has no messages")
+    if not joint_times:
+        raise DatasetError(f"{path}: joint state topic {joints.topic} has no messages")
+    if command is not None and not command_times:
+        raise DatasetError(
+            f"{path}: command topic {command.topic} has no messages (no commands recorded: "
+            "--action-source next-state takes the next joint state as the action)"
+        )
 
     dt = 1.0 / spec.rate_hz
     start = max([s[0] for s in frame_stamps] + [joint_times[0]] + ([command_times[0]] if command_times else []))
@@ -177,7 +197,16 @@ def _read(reader: AnyReader, path: Path, spec: BagSpec, instruction: str | None,
     if command is None:
         ticks = ticks[:-1]  # the last step has no next state to be its action
     if len(ticks) == 0:
-        raise DatasetError(f"{path}: no time span where every topic has data")
+        spans = [
+            f"camera '{n}' {st[0]:.3f}..{st[-1]:.3f}" for n, st in zip(spec.camera_names, frame_stamps, strict=True)
+        ]
+        spans.append(f"joint states {joint_times[0]:.3f}..{joint_times[-1]:.3f}")
+        if command_times:
+            spans.append(f"commands from {command_times[0]:.3f}")
+        raise DatasetError(
+            f"{path}: no time span where every topic has data ({'; '.join(spans)} s). Stamps far apart "
+            "usually mean two clocks (sim time against wall time, or a camera stamping its own clock)"
+        )
     states = np.stack([joint_values[_latest(joint_times, t)] for t in ticks])
     if command is None:
         actions = np.stack([joint_values[_latest(joint_times, t + dt)] for t in ticks])
