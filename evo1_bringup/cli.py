@@ -8,13 +8,26 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from .paths import checkpoint_arg
+
 Handler = Callable[[argparse.Namespace], int]
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows every option's default (none where there is nothing to show)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False, argparse.SUPPRESS) or action.help is None:
+            return action.help or ""
+        return super()._get_help_string(action) or ""
 
 
 def _model_source(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--config", help="model preset (evo1-0.77b, evo1-tiny)")
-    source.add_argument("--checkpoint", help="checkpoint directory")
+    source.add_argument(
+        "--preset", "--config", dest="config", metavar="PRESET", help="model preset (evo1-0.77b, evo1-tiny, evo1-sim)"
+    )
+    source.add_argument("--checkpoint", type=checkpoint_arg, help="checkpoint folder or shipped name (sim_touch)")
     parser.add_argument(
         "--dataset-key", help="norm-stats entry of a checkpoint trained on several datasets (the error lists them)"
     )
@@ -68,9 +81,29 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("evo1_bringup")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
+class _SubParser(argparse.ArgumentParser):
+    """Subcommands show their defaults in --help."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
-    parser = argparse.ArgumentParser(prog="evo1", description="Evo-1 vision-language-action policy on ROS 2 arms.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser = argparse.ArgumentParser(
+        prog="evo1", description="Evo-1 vision-language-action policy on ROS 2 arms.", formatter_class=HelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_SubParser)
     handlers: dict[str, Handler] = {}
 
     p = sub.add_parser("info", help="parameter counts per module")
@@ -84,8 +117,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     p.add_argument("--dtype", default=None, help="float32 or bfloat16 (default: fp32 on CPU, bf16 on CUDA)")
     p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the config's)")
     p.add_argument("--views", type=int, default=1, help="camera views per observation (1-3)")
-    p.add_argument("--repeats", type=int, default=20)
-    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=20, help="timed chunks")
+    p.add_argument("--warmup", type=int, default=3, help="untimed chunks first")
     p.add_argument(
         "--uncached-repeats",
         type=int,
@@ -96,8 +129,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     handlers["bench"] = cmd_bench
 
     p = sub.add_parser("convert", help="any supported checkpoint (reference, LeRobot, ours) -> our safetensors folder")
-    p.add_argument("source")
-    p.add_argument("destination")
+    p.add_argument("source", type=checkpoint_arg, help="checkpoint folder or shipped name")
+    p.add_argument("destination", help="folder to write")
     p.add_argument("--tokenizer", help="tokenizer folder (default: the checkpoint's, else the bundled Qwen2 one)")
     p.add_argument("--arm", help="entry of a multi-arm norm_stats.json")
     p.add_argument("--dataset-key", help="dataset entry of a multi-dataset norm_stats.json (kept as the only one)")
@@ -123,7 +156,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser, handlers = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # name the subcommand's own usage, not only the top-level one
+        chosen = parser._subparsers._group_actions[0].choices.get(args.command) if args.command else None
+        (chosen or parser).error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
         parser.print_help()
         return 2

@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable
 
 from .launch_args import LAUNCH_ARGUMENTS
+from .paths import checkpoint_arg, checkpoint_path
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -72,6 +73,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if path and "=" in path and not path.endswith((".yaml", ".yml")):  # no file, only overrides
         path, overrides = None, [path, *overrides]
     config = TrainConfig.load(path, overrides)
+    if config.model.init_checkpoint:  # a shipped policy by name, as everywhere else
+        config.model.init_checkpoint = str(checkpoint_path(config.model.init_checkpoint))
     spec = None
     if config.data.bags:  # the arm config's topics: ROS knowledge stays on this side
         spec = BagSpec.from_arm_config(
@@ -240,15 +243,21 @@ def register(sub: argparse._SubParsersAction, handlers: dict[str, Handler]) -> N
 
     p = sub.add_parser("eval-bag", help="score a checkpoint against recorded bags (open loop)")
     p.add_argument("bags", nargs="+")
-    p.add_argument("--checkpoint", help="checkpoint to run open loop (not with --live)")
-    p.add_argument("--config", default="sim_arm", help="arm config naming the bag's topics and joints")
+    p.add_argument("--checkpoint", type=checkpoint_arg, help="checkpoint to run open loop (folder or shipped name)")
+    p.add_argument(
+        "--arm-config",
+        "--config",
+        dest="config",
+        default="sim_arm",
+        help="arm config naming the bag's topics and joints",
+    )
     p.add_argument("--live", action="store_true", help="replay to a running policy node and score what it does")
     p.add_argument("--rate", type=float, default=1.0, help="--live: replay speed (1 = recorded timing)")
     p.add_argument("--namespace", default="", help="--live: the node's namespace")
     p.add_argument("--timeout", type=float, default=60.0, help="--live: seconds to wait for the node")
     p.add_argument("--out", default="eval_report")
     p.add_argument("--every", type=int, help="predict every K steps (default: control.execute_steps)")
-    p.add_argument("--compare", help="a second checkpoint, side by side")
+    p.add_argument("--compare", type=checkpoint_arg, help="a second checkpoint, side by side")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dataset-key", help="norm-stats entry (default: the arm config's model.dataset_key)")

@@ -45,3 +45,8 @@ def checkpoint_path(name_or_path: str) -> Path:
             return folder / name_or_path
     shipped = sorted(p.name for p in (_CHECKOUT / "models").glob("*") if p.is_dir())
     raise FileNotFoundError(f"checkpoint {name_or_path!r} is neither a folder nor one the suite ships ({shipped})")
+
+
+def checkpoint_arg(value: str) -> str:
+    """argparse type of every --checkpoint: a folder, or the name of a policy the suite ships."""
+    return str(checkpoint_path(value))

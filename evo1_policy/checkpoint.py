@@ -13,6 +13,7 @@ Nothing is ever unpickled beyond what weights_only allows.
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,7 +93,18 @@ def save_checkpoint(
         tokenizer.save(folder)
     else:
         (folder / TOKENIZER_FILE).unlink(missing_ok=True)
+    _readable_as_umask_allows(folder)
     return folder
+
+
+def _readable_as_umask_allows(folder: Path) -> None:
+    """safetensors writes its file for the owner only (0600); a checkpoint is meant to be shared
+    (copied to the robot, served read-only), so give every file the mode a new file gets."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in folder.iterdir():
+        if path.is_file():
+            path.chmod(0o666 & ~umask)
 
 
 def load_checkpoint(

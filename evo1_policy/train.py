@@ -460,6 +460,9 @@ class Trainer:
             f.write(json.dumps(row) + "\n")
         if self._tensorboard is None:
             self._tensorboard = _tensorboard_writer(self.output)
+            if not self._tensorboard:
+                self.log("TensorBoard logging is off: tensorboard is not installed (pip install tensorboard); "
+                         f"{self.output / 'metrics.jsonl'} has every figure")  # fmt: skip
         if self._tensorboard:
             global_step = row["step"] + (self.config.train.stage1_steps if row["stage"] == 2 else 0)
             for key in ("loss", "lr", "samples_per_s"):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from evo1_bringup.cli import main
 
 
@@ -33,3 +35,39 @@ def test_bench_prints_and_writes_figures(tmp_path: Path, capsys) -> None:
 def test_unknown_preset_is_one_clear_error(capsys) -> None:
     assert main(["info", "--config", "evo1-huge"]) == 1
     assert "unknown preset 'evo1-huge'" in capsys.readouterr().err
+
+
+def test_shipped_names_resolve_and_help_shows_defaults(capsys) -> None:
+    assert main(["info", "--checkpoint", "sim_touch", "--json"]) == 0  # a shipped name, not a folder
+    assert json.loads(capsys.readouterr().out)["checkpoint"]["format"] == "evo1_ros"
+    assert main(["info", "--preset", "evo1-tiny"]) == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    assert "(default: cpu)" in capsys.readouterr().out
+
+
+def test_version_and_a_wrong_flag_name_the_subcommand(capsys) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.startswith("evo1 ")
+    with pytest.raises(SystemExit) as done:
+        main(["info", "--bogus"])
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: evo1 info" in err and "unrecognized arguments: --bogus" in err
+
+
+def test_checkpoints_are_readable_by_others(tmp_path: Path) -> None:
+    import os
+
+    from evo1_policy.policy import Evo1Policy
+
+    previous = os.umask(0o022)
+    try:
+        Evo1Policy.from_preset("evo1-tiny", 3, 3, device="cpu").save(tmp_path / "ckpt")
+    finally:
+        os.umask(previous)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "ckpt").iterdir()}
+    assert modes and all(mode == 0o644 for mode in modes.values()), modes
