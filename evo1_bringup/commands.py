@@ -241,8 +241,10 @@ def register(sub: argparse._SubParsersAction, handlers: dict[str, Handler]) -> N
     _action_source(p)
     handlers["bag2dataset"] = cmd_bag2dataset
 
-    p = sub.add_parser("eval-bag", help="score a checkpoint against recorded bags (open loop)")
-    p.add_argument("bags", nargs="+")
+    p = sub.add_parser("eval-bag", help="score a checkpoint against recorded bags or LeRobot datasets (open loop)")
+    p.add_argument(
+        "bags", nargs="+", help="bags (sqlite3 or mcap) and LeRobot dataset folders; unreadable ones are skipped"
+    )
     p.add_argument("--checkpoint", type=checkpoint_arg, help="checkpoint to run open loop (folder or shipped name)")
     p.add_argument(
         "--arm-config",

@@ -1,11 +1,14 @@
-"""Open-loop replay evaluation: metrics checked by hand, both bag formats, the report files."""
+"""Open-loop replay evaluation: metrics checked by hand, both bag formats and LeRobot datasets, the report."""
 
 from __future__ import annotations
 
+import base64
+import html
 import json
+import re
 from pathlib import Path
 
-import matplotlib.image
+import cv2
 import numpy as np
 import pytest
 from fixtures import known_episode, write_bag
@@ -119,20 +122,53 @@ def test_both_bag_formats_score_the_same(setup) -> None:
     assert ma["mse"] == mb["mse"] and ma["mae_by_step"] == mb["mae_by_step"]
 
 
-def test_report_files_and_plots(setup) -> None:
+def test_report_is_one_file_with_everything_to_judge_the_run(setup) -> None:
     out = setup["tmp"] / "compare"
+    out.mkdir()
+    (out / "episode_007.png").write_bytes(b"left by an earlier run")
     eval_bags(setup["bags"], setup["checkpoints"][0], setup["arm"], str(out), every=5, compare=setup["checkpoints"][1])
     report = json.loads((out / "report.json").read_text())
     assert report["checkpoints"] == ["ckpt1", "ckpt2"] and set(report["aggregate"]) == {"ckpt1", "ckpt2"}
     assert len(report["per_bag"]["ckpt2"]) == 2
+    assert sorted(p.name for p in out.iterdir()) == ["index.html", "report.json", "summary.txt"]  # no stale PNG
     page = (out / "index.html").read_text()
-    for name in ("error_vs_step.png", "episode_000.png", "episode_001.png"):
-        assert f'src="{name}"' in page
-        pixels = matplotlib.image.imread(out / name)  # a valid PNG
-        assert pixels.ndim == 3 and pixels.shape[0] > 100
-    # One panel per action dim: the episode figure is 2 inches (160 px) per joint.
-    assert matplotlib.image.imread(out / "episode_000.png").shape[0] == 3 * 160
+    assert 'src="data:image/png;base64,' in page and not re.search(r'src="(?!data:)', page)  # self-contained
+    # what was run: the checkpoint paths, the arm config, the command, the suite version
+    for text in (setup["checkpoints"][0], setup["checkpoints"][1], setup["arm"], "suite version", "command"):
+        assert html.escape(text) in page, text
+    # the per-joint table, and headings that say what they show
+    for joint in ("joint1", "joint2", "joint3"):
+        assert f"<td>{joint}</td>" in page
+    assert "Error per joint" in page and html.escape('Episode 1: run_sqlite3, "touch the red block"') in page
+    # what the model saw: three frames per episode; plots decode as PNGs, one 2-inch panel per joint
+    assert page.count("data:image/jpeg;base64,") == 3 * 2
+    pngs = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    assert len(pngs) == 1 + 2
+    panels = cv2.imdecode(np.frombuffer(base64.b64decode(pngs[1]), np.uint8), cv2.IMREAD_COLOR)
+    assert panels.shape[0] == 3 * 160
     assert "ckpt1: all" in (out / "summary.txt").read_text()
+
+
+def test_lerobot_datasets_are_scored_and_broken_bags_skipped(setup, capsys) -> None:
+    from evo1_policy.data.lerobot import write_lerobot
+
+    dataset = write_lerobot(setup["tmp"] / "lerobot_ds", setup["truth"], lossless=True)
+    broken = setup["tmp"] / "broken.mcap"
+    broken.write_bytes(b"not a bag")
+    out = setup["tmp"] / "mixed"
+    result = eval_bags(
+        [str(dataset), str(broken), setup["bags"][0]], setup["checkpoints"][0], setup["arm"], str(out), every=5
+    )
+    scored = list(next(iter(result["per_bag"].values())))
+    assert scored == [f"{dataset}#episode0", f"{dataset}#episode1", setup["bags"][0]]
+    report = json.loads((out / "report.json").read_text())
+    assert len(report["skipped"]) == 1 and "broken.mcap" in report["skipped"][0]
+    assert "skipped 1 recording" in capsys.readouterr().out
+    # the dataset's first episode is the first bag's episode: the same score
+    bag_only = eval_bags([setup["bags"][0]], setup["checkpoints"][0], setup["arm"], str(setup["tmp"] / "b0"), every=5)
+    first = next(iter(bag_only["per_bag"].values()))[setup["bags"][0]]
+    from_dataset = next(iter(result["per_bag"].values()))[f"{dataset}#episode0"]
+    np.testing.assert_allclose(from_dataset["mae_mean"], first["mae_mean"], rtol=1e-3)
 
 
 def test_mismatched_checkpoint_and_missing_topics_are_clear_errors(setup, capsys) -> None:
