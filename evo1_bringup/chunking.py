@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from evo1_policy.policy import ChunkGuidance
+from evo1_policy.guidance import ChunkGuidance
 
 
 @dataclass

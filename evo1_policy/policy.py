@@ -19,6 +19,7 @@ import torch
 
 from .checkpoint import LoadReport, load_checkpoint, save_checkpoint
 from .config import Evo1Config, preset
+from .guidance import ChunkGuidance
 from .model import Evo1Model, Guidance, building_in
 from .normalize import Normalizer
 from .processor import Observation, Processor
@@ -41,16 +42,6 @@ def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r} unsupported; choose one of {sorted(DTYPES)}")
     return DTYPES[dtype]
-
-
-@dataclass
-class ChunkGuidance:
-    """Actions already committed from the previous chunk, in robot units, aligned with the new
-    chunk's first steps: actions (K, A) and weights (K,) in [0, 1] (1 = frozen)."""
-
-    actions: np.ndarray
-    weights: np.ndarray
-    max_weight: float = 10.0
 
 
 @dataclass

@@ -133,3 +133,16 @@ def test_safety_clamps_and_checks() -> None:
     assert check_chunk(np.array([[0.0, np.nan]]), limits, 0.1) == ("NaN or inf", "model output contains NaN or inf")
     assert check_chunk(np.array([[1.2, 0.0]]), limits, 0.1)[0] == "beyond joint limits"
     assert check_chunk(np.array([[1.05, 0.0]]), limits, 0.1) is None
+
+
+def test_the_chunk_executor_does_not_load_torch() -> None:
+    """Pure logic: importing it (and the safety rules) must not pull in torch or transformers."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, evo1_bringup.chunking, evo1_bringup.safety; "
+        "print(sorted({'torch', 'transformers'} & set(sys.modules)))"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert run.stdout.strip() == "[]"
