@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from evo1_policy.settings import set_dotted
+
 NODE_NAME = "evo1_policy_node"
 MERGE_MODES = ("latest_only", "blend", "rtc")
 GRIPPER_OUTPUTS = ("trajectory", "topic")
@@ -184,8 +186,8 @@ class ArmConfig:
     @classmethod
     def from_parameters(cls, values: dict[str, Any]) -> ArmConfig:
         config = cls()
-        for name, value in values.items():
-            _set(config, name, value)
+        for name, value in values.items():  # dotted names, or nested sections
+            set_dotted(config, name, value, "parameter", strict=True)  # as strict as ROS parameter types
         return config
 
     @classmethod
@@ -202,7 +204,7 @@ class ArmConfig:
                 break
         if section is None:
             raise ValueError(f"{path}: no '{node_name}: ros__parameters:' section")
-        config = cls.from_parameters(dict(_flatten_dict(section)))
+        config = cls.from_parameters(section)
         config.validate()
         return config
 
@@ -224,51 +226,3 @@ def _schema(obj: Any, prefix: str = ""):
 def _flatten(obj: Any, prefix: str = ""):
     for name, value, _ in _schema(obj, prefix):
         yield name, value
-
-
-def _flatten_dict(data: dict[str, Any], prefix: str = ""):
-    for key, value in data.items():
-        if isinstance(value, dict):
-            yield from _flatten_dict(value, f"{prefix}{key}.")
-        else:
-            yield f"{prefix}{key}", value
-
-
-def _set(config: ArmConfig, dotted: str, value: Any) -> None:
-    *path, leaf = dotted.split(".")
-    target: Any = config
-    for part in path:
-        if not hasattr(target, part) or not dataclasses.is_dataclass(getattr(target, part)):
-            raise ValueError(f"unknown parameter {dotted!r}")
-        target = getattr(target, part)
-    fields = {f.name: f for f in dataclasses.fields(target)}
-    if leaf not in fields or dataclasses.is_dataclass(getattr(target, leaf)):
-        raise ValueError(f"unknown parameter {dotted!r}")
-    default = getattr(target, leaf)
-    setattr(target, leaf, _coerce(dotted, value, default))
-
-
-def _coerce(name: str, value: Any, default: Any) -> Any:
-    try:
-        if isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise TypeError
-            return value
-        if isinstance(default, list):
-            if not isinstance(value, (list, tuple)):
-                raise TypeError
-            kind = type(default[0]) if default else str
-            if kind is bool:
-                if not all(isinstance(v, bool) for v in value):
-                    raise TypeError
-                return list(value)
-            return [kind(v) for v in value]
-        if isinstance(default, float):
-            return float(value)
-        if isinstance(default, int):
-            if isinstance(value, float) and not value.is_integer():
-                raise TypeError
-            return int(value)
-        return str(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"parameter {name!r}: {value!r} is not a {type(default).__name__}") from None

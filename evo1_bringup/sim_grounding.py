@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from evo1_policy.train import load_yaml_config
+from evo1_policy.settings import load_yaml
 from evo1_policy.vlm_pretrain import PretrainSection
 
 from .sim_scene import CUBE_COLORS, EVAL_SEED_START, Scene, instruction_for, random_placement, start_pose
@@ -43,7 +43,7 @@ class PretrainConfig:
 
     @classmethod
     def load(cls, path: str | None, overrides: list[str] | None = None) -> PretrainConfig:
-        return load_yaml_config(cls, path, overrides)
+        return load_yaml(cls, path, overrides, "pretraining config key")
 
 
 def held_out_set(image_size: int, scenes: int, camera: str = "front", render_size: int = 224) -> Any:

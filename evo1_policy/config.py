@@ -166,18 +166,9 @@ class Evo1Config:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Evo1Config:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown Evo1Config fields: {sorted(unknown)}")
-        data = dict(data)
-        for name, sub in (("vision", VisionConfig), ("text", TextConfig), ("head", HeadConfig)):
-            if name in data and isinstance(data[name], dict):
-                data[name] = _sub_from_dict(sub, data[name], name)
-        for name in ("time_beta", "time_clamp"):
-            if name in data:
-                data[name] = tuple(data[name])
-        config = cls(**data)
+        from .settings import build
+
+        config = build(cls, data, "Evo1Config field")
         config.validate()
         return config
 
@@ -187,14 +178,6 @@ class Evo1Config:
     @classmethod
     def load(cls, path: str | Path) -> Evo1Config:
         return cls.from_dict(json.loads(Path(path).read_text()))
-
-
-def _sub_from_dict(kind: type, data: dict[str, Any], name: str) -> Any:
-    known = {f.name for f in dataclasses.fields(kind)}
-    unknown = set(data) - known
-    if unknown:
-        raise ValueError(f"unknown Evo1Config.{name} fields: {sorted(unknown)}")
-    return kind(**data)
 
 
 def _tiny() -> Evo1Config:

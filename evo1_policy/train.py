@@ -33,6 +33,7 @@ from .data.episode import DatasetError, Episode, check_consistent
 from .model import Evo1Model
 from .normalize import Normalizer
 from .processor import Observation, Processor
+from .settings import load_yaml
 from .tokenizer import PromptTokenizer
 
 if TYPE_CHECKING:
@@ -95,65 +96,10 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
-        return load_yaml_config(cls, path, overrides)
+        return load_yaml(cls, path, overrides, "training config key")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def load_yaml_config(kind: type, path: str | Path | None, overrides: list[str] | None = None) -> Any:
-    """A dataclass tree of `kind` from a YAML file and key=value overrides; unknown keys and values
-    of the wrong type are errors that name them."""
-    data = yaml.safe_load(Path(path).read_text()) if path else {}
-    config = _build(kind, data or {}, "")
-    for item in overrides or []:
-        if "=" not in item:
-            raise ValueError(f"override {item!r} is not key=value")
-        key, value = item.split("=", 1)
-        _override(config, key, yaml.safe_load(value))
-    return config
-
-
-def _build(kind: type, data: dict[str, Any], where: str) -> Any:
-    fields = {f.name: f for f in dataclasses.fields(kind)}
-    unknown = set(data) - set(fields)
-    if unknown:
-        raise ValueError(f"unknown training config keys {sorted(where + k for k in unknown)}")
-    values = {}
-    for name, value in data.items():
-        default = fields[name].default_factory() if fields[name].default_factory is not dataclasses.MISSING else None
-        if dataclasses.is_dataclass(default):
-            values[name] = _build(type(default), value, f"{where}{name}.")
-        else:
-            current = fields[name].default if fields[name].default is not dataclasses.MISSING else default
-            values[name] = _like(current, value, where + name)
-    return kind(**values)
-
-
-def _override(config: Any, dotted: str, value: Any) -> None:
-    *path, leaf = dotted.split(".")
-    target = config
-    for part in path:
-        target = getattr(target, part, None)
-        if target is None or not dataclasses.is_dataclass(target):
-            raise ValueError(f"unknown training config key {dotted!r}")
-    if leaf not in {f.name for f in dataclasses.fields(target)}:
-        raise ValueError(f"unknown training config key {dotted!r}")
-    setattr(target, leaf, _like(getattr(target, leaf), value, dotted))
-
-
-def _like(default: Any, value: Any, name: str) -> Any:
-    """`value` in the type of the field's default (YAML reads 1e-3 as a string)."""
-    try:
-        if isinstance(default, bool):
-            if isinstance(value, str):
-                return value.strip().lower() in ("true", "1", "yes", "on")
-            return bool(value)
-        if isinstance(default, (int, float)):
-            return type(default)(float(value)) if isinstance(default, float) else int(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"training config {name}: {value!r} is not a {type(default).__name__}") from None
-    return value
 
 
 # ------------------------------------------------------------------------------------------ data

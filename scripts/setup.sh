@@ -146,5 +146,18 @@ assert scene.render("front").shape == (32, 32, 3)
 scene.close()
 PY
 
+# 8. `source .venv/bin/activate` also does what a ROS setup.bash does for colcon: the venv is the
+#    ROS prefix (ament_cmake, rosidl and friends live there), so `colcon build` works as the README
+#    writes it. Added once, between markers, to the activate script the venv module wrote.
+step "making .venv/bin/activate a ROS environment for colcon"
+ACTIVATE="$VENV/bin/activate"
+sed -i '/^# >>> evo1 ROS prefix >>>$/,/^# <<< evo1 ROS prefix <<<$/d' "$ACTIVATE"
+cat >>"$ACTIVATE" <<'SH'
+# >>> evo1 ROS prefix >>>
+export AMENT_PREFIX_PATH="$VIRTUAL_ENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
+export CMAKE_PREFIX_PATH="$VIRTUAL_ENV${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
+# <<< evo1 ROS prefix <<<
+SH
+
 echo "$want" >"$READY"
 step "ready ($VENV)"

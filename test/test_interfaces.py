@@ -56,23 +56,22 @@ def test_action_chunk_crosses_processes(ros_env: dict[str, str], ros_context: ob
 
 @pytest.mark.slow
 def test_colcon_builds_both_packages(tmp_path: Path) -> None:
-    """The documented colcon command, run from a clone, installs evo1_msgs and evo1_bringup."""
+    """The README's colcon command, as written, after `source .venv/bin/activate`, in a workspace
+    holding a copy of the clone: it installs evo1_msgs and evo1_bringup."""
     venv = Path(PYTHON).parent.parent
     source = tmp_path / "src" / "evo1_ros"
-    shutil.copytree(
-        REPO,
-        source,
-        ignore=shutil.ignore_patterns(".venv", ".git", "build", "install", "log", "__pycache__", "*.egg-info"),
-    )
-    env = {**os.environ, "AMENT_PREFIX_PATH": str(venv), "CMAKE_PREFIX_PATH": str(venv)}
-    env["PATH"] = f"{venv / 'bin'}:{env['PATH']}"
-    workspace = tmp_path / "ws"
-    workspace.mkdir()
-    build = subprocess.run(
-        [str(venv / "bin" / "colcon"), "build", "--base-paths", str(source), str(source / "evo1_msgs"),
-         "--cmake-args", f"-DPython3_EXECUTABLE={PYTHON}", "-DBUILD_TESTING=OFF"],
-        cwd=workspace, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    everywhere = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    top_level = {".venv", ".venv-lerobot", ".git", "build", "install", "log", "runs", "data"}  # local, not the clone
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        return set(everywhere(folder, names)) | (top_level & set(names) if Path(folder) == REPO else set())
+
+    shutil.copytree(REPO, source, ignore=ignore)
+    env = {k: v for k, v in os.environ.items() if k not in ("AMENT_PREFIX_PATH", "CMAKE_PREFIX_PATH", "VIRTUAL_ENV")}
+    workspace = tmp_path
+    # Exactly the README's two lines, in a shell that has nothing set up but the venv's activate
+    command = f"source {venv / 'bin' / 'activate'} && colcon build --base-paths src/evo1_ros src/evo1_ros/evo1_msgs"
+    build = subprocess.run(["bash", "-c", command], cwd=workspace, env=env, capture_output=True, text=True, timeout=600)
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
     assert "2 packages finished" in build.stdout, build.stdout[-2000:]
     install = workspace / "install"
