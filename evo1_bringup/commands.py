@@ -197,19 +197,19 @@ def register(sub: argparse._SubParsersAction, handlers: dict[str, Handler]) -> N
     handlers["bringup"] = cmd_bringup
 
     p = sub.add_parser("instruct", help="send an instruction to a running policy node")
-    p.add_argument("text")
-    p.add_argument("--namespace", default="")
-    p.add_argument("--topic", default="instruction")
+    p.add_argument("text", help="what the robot should do, e.g. 'touch the red cube'")
+    p.add_argument("--namespace", default="", help="the policy node's namespace")
+    p.add_argument("--topic", default="instruction", help="the instruction topic (relative to the namespace)")
     p.add_argument("--wait", type=float, default=10.0, help="seconds to wait for a policy node to listen")
     handlers["instruct"] = cmd_instruct
 
     p = sub.add_parser("bench-node", help="the policy node's own overhead and latency, measured over DDS")
-    p.add_argument("--arm-config", default="sim_arm")
+    p.add_argument("--arm-config", default="sim_arm", help="a file in config/ or a path")
     p.add_argument("--checkpoint", default="", help="default: the untrained evo1-tiny preset")
-    p.add_argument("--cameras", type=int, default=1)
+    p.add_argument("--cameras", type=int, default=1, help="camera streams published to the node")
     p.add_argument("--size", default="640x480", help="camera image WIDTHxHEIGHT")
-    p.add_argument("--duration", type=float, default=20.0)
-    p.add_argument("--json", metavar="FILE")
+    p.add_argument("--duration", type=float, default=20.0, help="seconds measured")
+    p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     handlers["bench-node"] = cmd_bench_node
 
     p = sub.add_parser(
@@ -219,7 +219,7 @@ def register(sub: argparse._SubParsersAction, handlers: dict[str, Handler]) -> N
     p.add_argument("--arm-config", default="sim_arm", help="a file in config/ or a path (default: sim_arm)")
     p.add_argument("--checkpoint", default="", help="default: the untrained evo1-tiny preset (it moves a lot)")
     p.add_argument("--duration", type=float, default=60.0, help="seconds of fuzzing after the node commands")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the bad inputs drawn")
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     handlers["fuzz-node"] = cmd_fuzz_node
 
@@ -230,13 +230,13 @@ def register(sub: argparse._SubParsersAction, handlers: dict[str, Handler]) -> N
     handlers["train"] = cmd_train
 
     p = sub.add_parser("bag2dataset", help="ROS 2 bags -> a LeRobot dataset (v3.0 by default)")
-    p.add_argument("bags", nargs="+")
-    p.add_argument("--out", required=True)
+    p.add_argument("bags", nargs="+", help="bag folders or files (sqlite3 or mcap), one episode each")
+    p.add_argument("--out", required=True, help="dataset folder to write")
     p.add_argument("--arm-config", default="sim_arm", help="topics, joints and control rate of the bags")
     p.add_argument("--instruction", help="for bags without an instruction topic")
-    p.add_argument("--format", default="v3.0", choices=["v3.0", "v2.1"])
+    p.add_argument("--format", default="v3.0", choices=["v3.0", "v2.1"], help="LeRobot dataset format version")
     p.add_argument("--lossless", action="store_true", help="lossless RGB video (exact pixels, larger files)")
-    p.add_argument("--robot-type", default="")
+    p.add_argument("--robot-type", default="", help="info.json's robot_type (e.g. so100)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
     _action_source(p)
     handlers["bag2dataset"] = cmd_bag2dataset
@@ -257,11 +257,11 @@ def register(sub: argparse._SubParsersAction, handlers: dict[str, Handler]) -> N
     p.add_argument("--rate", type=float, default=1.0, help="--live: replay speed (1 = recorded timing)")
     p.add_argument("--namespace", default="", help="--live: the node's namespace")
     p.add_argument("--timeout", type=float, default=60.0, help="--live: seconds to wait for the node")
-    p.add_argument("--out", default="eval_report")
+    p.add_argument("--out", default="eval_report", help="report folder (index.html, report.json, summary.txt)")
     p.add_argument("--every", type=int, help="predict every K steps (default: control.execute_steps)")
     p.add_argument("--compare", type=checkpoint_arg, help="a second checkpoint, side by side")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampler's noise (the same chunks every run)")
     p.add_argument("--dataset-key", help="norm-stats entry (default: the arm config's model.dataset_key)")
     _action_source(p)
     handlers["eval-bag"] = cmd_eval_bag
@@ -270,7 +270,7 @@ def register(sub: argparse._SubParsersAction, handlers: dict[str, Handler]) -> N
 
     p = sub.add_parser("sim-eval", help="success rate of a checkpoint on the simulated arm (sim + node processes)")
     p.add_argument("--checkpoint", default="", help="default: the one the arm config names (the shipped policy)")
-    p.add_argument("--episodes", type=int, default=50)
+    p.add_argument("--episodes", type=int, default=50, help="placements to run")
     p.add_argument("--seed-start", type=int, default=EVAL_SEED_START, help="placements: seeds from here on")
     p.add_argument(
         "--wrong-instruction",
@@ -279,16 +279,16 @@ def register(sub: argparse._SubParsersAction, handlers: dict[str, Handler]) -> N
         help="only/both: also run each episode told to touch another cube (does the policy listen?)",
     )
     p.add_argument("--videos", type=int, default=3, help="save mp4 and a frame strip of the first N episodes")
-    p.add_argument("--out", default="sim_eval")
-    p.add_argument("--arm-config", default="sim_arm")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default="sim_eval", help="folder for sim_eval.json, logs and videos")
+    p.add_argument("--arm-config", default="sim_arm", help="the simulated arm's config")
+    p.add_argument("--device", default="auto", help="the policy's torch device")
     handlers["sim-eval"] = cmd_sim_eval
 
     p = sub.add_parser("sim-record", help="record expert demonstrations on the simulated arm as bags")
-    p.add_argument("--out", required=True)
-    p.add_argument("--episodes", type=int, default=200)
-    p.add_argument("--seed-start", type=int, default=0)
-    p.add_argument("--arm-config", default="sim_arm")
+    p.add_argument("--out", required=True, help="folder for the bags (one per episode)")
+    p.add_argument("--episodes", type=int, default=200, help="placements to record")
+    p.add_argument("--seed-start", type=int, default=0, help="placements: seeds from here on")
+    p.add_argument("--arm-config", default="sim_arm", help="the simulated arm's config")
     p.add_argument(
         "--every-target", action="store_true", help="each placement once per cube (3 episodes per placement)"
     )
@@ -302,13 +302,13 @@ def register(sub: argparse._SubParsersAction, handlers: dict[str, Handler]) -> N
     p = sub.add_parser("vqa-eval", help="held-out VQA accuracy of a pretrained VLM (or of a policy's backbone)")
     p.add_argument("vlm", help="folder written by evo1 pretrain-vlm (its language head reads the answers)")
     p.add_argument("--checkpoint", help="a policy checkpoint: score its backbone instead (after action training)")
-    p.add_argument("--scenes", type=int, default=500)
-    p.add_argument("--json", metavar="FILE")
+    p.add_argument("--scenes", type=int, default=500, help="held-out scenes asked")
+    p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     handlers["vqa-eval"] = cmd_vqa_eval
 
     p = sub.add_parser("sim-probe", help="first-chunk probe: does the policy head for the cube it is told?")
     p.add_argument("--checkpoint", default="sim_touch", help="checkpoint folder or shipped name")
-    p.add_argument("--scenes", type=int, default=30)
-    p.add_argument("--seed-start", type=int, default=EVAL_SEED_START)
-    p.add_argument("--json", metavar="FILE")
+    p.add_argument("--scenes", type=int, default=30, help="placements, each asked once per cube")
+    p.add_argument("--seed-start", type=int, default=EVAL_SEED_START, help="placements: seeds from here on")
+    p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     handlers["sim-probe"] = cmd_sim_probe
