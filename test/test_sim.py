@@ -148,17 +148,21 @@ def test_expert_demonstrations_are_recorded_over_ros_as_trainable_bags(tmp_path,
 
 @pytest.fixture(scope="module")
 def shipped_policy_episodes(tmp_path_factory) -> dict:
-    """Three closed-loop episodes through ROS 2 with the shipped checkpoint: the simulator and the
-    policy node in processes of their own (sim-eval), in a DDS domain of this module's own."""
+    """Closed-loop episodes through ROS 2 with the shipped checkpoint: the simulator and the policy
+    node in processes of their own (sim-eval), in a DDS domain of this module's own. Three told the
+    task's cube, and the same three told another cube."""
     from evo1_bringup.sim_eval import sim_eval
 
     assert (checkpoint_path("sim_touch") / "model.safetensors").is_file()
     out = tmp_path_factory.mktemp("sim_eval")
+    runs = {}
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("ROS_DOMAIN_ID", str(90 + os.getpid() % 9))
         patch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-        summary = sim_eval("", episodes=3, out=str(out), seed_start=EVAL_SEED_START + 500, videos=1, device="cpu")
-    return {"summary": summary, "out": out}
+        for wrong in (False, True):
+            folder = out / ("wrong" if wrong else "right")
+            runs[wrong] = sim_eval("", 3, str(folder), EVAL_SEED_START + 500, wrong, videos=1, device="cpu")
+    return {"summary": runs[False], "wrong": runs[True], "out": out / "right"}
 
 
 @pytest.mark.slow
@@ -175,9 +179,22 @@ def test_shipped_policy_closes_the_loop_and_reaches_a_cube(shipped_policy_episod
         start.append(min(scene.distance_to(name) for name in CUBE_COLORS))
         end.append(outcome["nearest_distance"])
     scene.close()
-    # On 50 episodes the fingertip ended within 5 cm of a cube in 64 % and closed most of the gap in
-    # 86 % (docs/sim.md); over three, the gap to the nearest cube shrinks to less than half.
     assert np.mean(end) < 0.5 * np.mean(start), f"the arm did not go to the cubes: {summary['outcomes']}"
+
+
+@pytest.mark.slow
+@pytest.mark.ros
+def test_shipped_policy_touches_the_cube_it_is_told(shipped_policy_episodes) -> None:
+    """Issue 12's bar, in miniature: on 50 unseen placements the shipped policy touched the named
+    cube in 96 %, and told another cube it touched that one in 94 % and the task's in 2 %
+    (docs/sim.md). Here six episodes (the episodes are not seeded end to end: timing and sampling
+    noise vary), so the thresholds leave room for misses (a flake below 1 in 300 at these rates)."""
+    right, wrong = shipped_policy_episodes["summary"], shipped_policy_episodes["wrong"]
+    told = [o["touched"] == o["instructed"] for o in right["outcomes"] + wrong["outcomes"]]
+    assert sum(told) >= 4, f"touched the cube it was told in {sum(told)} of 6: {right['outcomes'] + wrong['outcomes']}"
+    assert all(o["instructed"] != o["target"] for o in wrong["outcomes"])  # really told another cube
+    task_cube = sum(o["touched"] == o["target"] for o in wrong["outcomes"])
+    assert task_cube <= 1, f"told another cube, it touched the task's cube in {task_cube} of 3"
 
 
 @pytest.mark.slow
@@ -188,20 +205,7 @@ def test_shipped_policy_heads_for_the_cube_it_is_told() -> None:
     from evo1_bringup.sim_grounding import first_chunk_probe
 
     result = first_chunk_probe("sim_touch", scenes=10, seed_start=EVAL_SEED_START + 700)
-    # Ignoring the words scores ~33 %; the shipped policy scored 74 % on 30 placements (docs/sim.md).
+    # Ignoring the words scores ~33 %; the shipped policy scores 70 % on these 10 placements and
+    # 83 % on 30 others (docs/sim.md): the first chunk is a noisier measure than the closed loop.
     assert result["heads_to_named"] >= 0.5, result
     assert result["named_cube_gain_cm"] > result["other_cubes_gain_cm"] + 2.0, result
-
-
-@pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 12, not met yet: the shipped policy heads for the named cube in 70 % of these asks "
-    "(74 % of 90 in docs/sim.md) and succeeds in 30 % of closed-loop episodes; the bar is 80 % success",
-)
-def test_shipped_policy_heads_for_the_named_cube_nine_times_in_ten() -> None:
-    """The bar, on the deterministic probe (the closed loop's outcome on three episodes is chance
-    with a policy at 30 %, so it cannot carry a strict expected failure)."""
-    from evo1_bringup.sim_grounding import first_chunk_probe
-
-    assert first_chunk_probe("sim_touch", scenes=10, seed_start=EVAL_SEED_START + 700)["heads_to_named"] >= 0.9
