@@ -579,10 +579,7 @@ def load_lerobot_checkpoint(
         raise CheckpointError(f"{folder}: LeRobot normalisation {mapping.get('STATE')!r} is not supported")
     stats = _lerobot_stats(folder)
     normalizer = _normalizer_or_error(folder, arm, dataset_key, mode, "lerobot", stats)
-    if stats is not None and not (folder / NORM_STATS_FILE).is_file():
-        report.dataset_keys = {}
-    else:
-        report.dataset_keys = _stats_keys(folder)
+    report.dataset_keys = _stats_keys(folder)  # {} for the processor's stats: one dataset
     tokenizer_source = tokenizer_dir or (folder if (folder / TOKENIZER_FILE).is_file() else None)
     return model, normalizer, PromptTokenizer.from_dir(tokenizer_source), report
 
