@@ -25,7 +25,11 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 def _model_source(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group()
     source.add_argument(
-        "--preset", "--config", dest="config", metavar="PRESET", help="model preset (evo1-0.77b, evo1-tiny, evo1-sim)"
+        "--preset",
+        "--config",
+        dest="config",
+        metavar="PRESET",
+        help="model preset (evo1-0.77b, evo1-tiny, evo1-sim, evo1-metaworld)",
     )
     source.add_argument("--checkpoint", type=checkpoint_arg, help="checkpoint folder or shipped name (sim_touch)")
     parser.add_argument(
@@ -78,6 +82,36 @@ def cmd_convert(args: argparse.Namespace) -> int:
     save_checkpoint(args.destination, model, normalizer, tokenizer, metadata, dtype, not args.bundled_tokenizer)
     files = "config.json, model.safetensors, norm_stats.json" + ("" if args.bundled_tokenizer else ", tokenizer.json")
     print(f"wrote {args.destination} ({files})")
+    return 0
+
+
+def cmd_metaworld_record(args: argparse.Namespace) -> int:
+    from evo1_policy.metaworld.record import record
+
+    summary = record(
+        args.out, args.tasks, args.episodes, args.seed, args.image_size, args.min_steps, not args.lossy, args.overwrite
+    )
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
+    return 0
+
+
+def cmd_metaworld_eval(args: argparse.Namespace) -> int:
+    from evo1_policy.metaworld.evaluate import evaluate
+
+    evaluate(
+        args.checkpoint,
+        args.out,
+        args.tasks,
+        args.episodes,
+        args.device,
+        args.dtype,
+        args.steps,
+        args.execute_steps,
+        args.bounds,
+        args.dataset_key,
+        args.seed,
+    )
     return 0
 
 
@@ -147,6 +181,32 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
         help="sizes the weights cannot tell (attention heads) for foreign formats",
     )
     handlers["convert"] = cmd_convert
+
+    p = sub.add_parser("metaworld-eval", help="Meta-World success with the reference's protocol (docs/metaworld.md)")
+    p.add_argument("--checkpoint", type=checkpoint_arg, help="checkpoint folder: reference, LeRobot or ours")
+    p.add_argument("--tasks", default="MT10", help="MT50, MT10, a difficulty group or names (reach-v3,push-v3)")
+    p.add_argument("--episodes", type=int, default=10, help="episodes per task (the reference: 10)")
+    p.add_argument("--out", default="runs/metaworld_eval", help="folder for results.json, table.txt, plots")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--dtype", default=None, help="float32 or bfloat16 (default: fp32 on CPU, bf16 on CUDA)")
+    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the checkpoint's)")
+    p.add_argument("--execute-steps", type=int, default=15, help="actions run from each chunk (the reference: 15)")
+    p.add_argument("--bounds", action="store_true", help="also score the scripted experts and random actions")
+    p.add_argument("--dataset-key", help="norm-stats entry of a checkpoint trained on several datasets")
+    p.add_argument("--seed", type=int, default=4042, help="environment seed (the reference: 4042)")
+    handlers["metaworld-eval"] = cmd_metaworld_eval
+
+    p = sub.add_parser("metaworld-record", help="metaworld's scripted experts -> a LeRobot dataset (docs/metaworld.md)")
+    p.add_argument("--out", required=True, help="dataset folder to write")
+    p.add_argument("--tasks", default="MT10", help="MT10, MT50, a difficulty group or names (reach-v3,push-v3)")
+    p.add_argument("--episodes", type=int, default=20, help="expert episodes tried per task (failures are dropped)")
+    p.add_argument("--seed", type=int, default=0, help="environment seed (the evaluation uses 4042)")
+    p.add_argument("--image-size", type=int, default=448, help="stored frame size (448: what the reference sends)")
+    p.add_argument("--min-steps", type=int, default=50, help="run kept episodes on past success to this many steps")
+    p.add_argument("--lossy", action="store_true", help="LeRobot's lossy video instead of exact pixels")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
+    p.add_argument("--json", metavar="FILE", help="also write the per-task counts as JSON")
+    handlers["metaworld-record"] = cmd_metaworld_record
 
     from evo1_bringup import commands
 

@@ -33,13 +33,13 @@ from trajectory_msgs.msg import JointTrajectory
 
 from evo1_msgs.msg import ActionChunk, PolicyStatus
 from evo1_msgs.srv import Reset
+from evo1_policy.chunking import ChunkExecutor, Request
 from evo1_policy.images import ImageError, decode_compressed_msg, decode_image_msg, header_problem
 from evo1_policy.joints import JointStateError, joint_positions
 from evo1_policy.normalize import Normalizer
 from evo1_policy.policy import Evo1Policy
 
 from .arm_config import NODE_NAME, ArmConfig, parameter_schema
-from .chunking import ChunkExecutor, Request
 from .paths import checkpoint_path
 from .ros_io import COMMAND_QOS, INSTRUCTION_QOS, spin_until_signal, stamp_seconds, trajectory_message
 from .safety import Commanded, Limits, OutlierFilter, check_chunk, hold_point, out_of_range, safe_path

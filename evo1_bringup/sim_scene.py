@@ -7,18 +7,16 @@ kinematics from MuJoCo's Jacobians. The arm's joints are those of config/sim_arm
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 
 import numpy as np
 
-# Headless rendering: EGL unless the user chose (osmesa also needs PYOPENGL_PLATFORM=osmesa).
-os.environ.setdefault("MUJOCO_GL", "egl")
-if os.environ["MUJOCO_GL"] in ("egl", "osmesa"):
-    os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+from evo1_policy.headless import use_headless_gl
 
-import mujoco
+use_headless_gl()
+
+import mujoco  # noqa: E402  (after the GL choice)
 
 ARM_JOINTS = ("joint1", "joint2", "joint3", "joint4", "joint5")
 GRIPPER_OPENING = 0.03  # finger travel (m) at gripper = 1

@@ -213,10 +213,25 @@ def _sim() -> Evo1Config:
     return config
 
 
+def _metaworld() -> Evo1Config:
+    """evo1-sim for Meta-World on a CPU (docs/metaworld.md): the reference's 50-action chunks
+    (15 are executed), so the head is wider (256: 50 steps x 4 action dims pooled into one
+    vector) and the sampler takes 10 Euler steps."""
+    config = _sim()
+    config.preset = "evo1-metaworld"
+    config.horizon = 50
+    config.head.width = 256
+    config.head.ffn_size = 512
+    config.head.mlp_hidden = 512
+    config.head.state_hidden = 128
+    return config
+
+
 PRESETS = {
     "evo1-0.77b": Evo1Config,
     "evo1-tiny": _tiny,
     "evo1-sim": _sim,
+    "evo1-metaworld": _metaworld,
 }
 
 

@@ -1,5 +1,5 @@
 """Real-time chunking's request to the sampler, as plain data: no torch here, so the chunk
-executor (evo1_bringup/chunking.py) and whatever else plans chunks stay light."""
+executor (evo1_policy/chunking.py) and whatever else plans chunks stay light."""
 
 from __future__ import annotations
 

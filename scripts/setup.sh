@@ -110,6 +110,11 @@ step "installing ROS 2 wheels and tools"
 pip_install -r scripts/requirements-venv.txt
 step "installing the suite (editable)"
 pip_install -e "$ROOT"
+# Meta-World 3.1.1 pins mujoco==3.3.0; the suite's own simulator pins 3.3.7 (setup.py). metaworld
+# runs on 3.3.7 (its experts solve MT10: test/test_metaworld.py), so it goes in without its pin;
+# its other dependencies are in requirements-venv.txt.
+step "installing metaworld (Meta-World benchmark)"
+pip_install --no-deps metaworld==3.1.1
 
 # 6. evo1_msgs with cmake into the venv prefix. The wheels' CMake exports name the wheel
 #    builder's Python and numpy include folders; point them at this venv's.
@@ -134,7 +139,7 @@ mkdir -p "$VENV/build"
 
 # 7. Verify in a fresh interpreter, exactly as later commands will import things.
 step "verifying"
-"$VENV/bin/python" - <<'PY' || die "verification failed: rclpy, evo1_msgs or the simulator (MuJoCo on EGL) does not work (see above)."
+"$VENV/bin/python" - <<'PY' || die "verification failed: rclpy, evo1_msgs, the simulator (MuJoCo on EGL) or metaworld does not work (see above)."
 import rclpy  # noqa: F401
 import torch  # noqa: F401
 from evo1_msgs.msg import ActionChunk, PolicyStatus  # noqa: F401
@@ -144,6 +149,7 @@ from evo1_bringup.sim_scene import Scene
 scene = Scene(["front"], 32, 32)
 assert scene.render("front").shape == (32, 32, 3)
 scene.close()
+import metaworld  # noqa: F401
 PY
 
 # 8. `source .venv/bin/activate` also does what a ROS setup.bash does for colcon: the venv is the

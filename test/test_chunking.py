@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from evo1_bringup.chunking import ChunkExecutor
 from evo1_bringup.safety import Limits, check_chunk, finite_difference_velocities, safe_path
+from evo1_policy.chunking import ChunkExecutor
 
 HORIZON, DT = 50, 0.05
 
@@ -141,7 +141,7 @@ def test_the_chunk_executor_does_not_load_torch() -> None:
     import sys
 
     code = (
-        "import sys, evo1_bringup.chunking, evo1_bringup.safety; "
+        "import sys, evo1_policy.chunking, evo1_bringup.safety; "
         "print(sorted({'torch', 'transformers'} & set(sys.modules)))"
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)

@@ -1,5 +1,7 @@
 """Executing action chunks at the control rate: what to command, when to ask for the next chunk,
-how to merge a new chunk into the plan. Pure logic on a grid of control ticks (no ROS, no clock).
+how to merge a new chunk into the plan. Pure logic on a grid of control ticks (no ROS, no clock,
+no torch): the policy node runs it against the arm's clock, the Meta-World evaluator
+synchronously.
 
 Tick k is the k-th control update. A chunk predicted from an observation taken at tick k_obs
 plans ticks k_obs + 1 ... k_obs + horizon (action i for tick k_obs + 1 + i). Ticks that passed
@@ -71,6 +73,14 @@ class ChunkExecutor:
             return np.zeros((0, 0))
         first = tick + 1 - self.plan_start
         return self.plan[max(first, 0) : max(first, 0) + max_points]
+
+    def prefix_done(self, tick: int) -> bool:
+        """Synchronous execution (a simulator that waits for the model, as benchmark clients do):
+        True when nothing is planned after `tick` or `execute_steps` of the current chunk have run
+        by then. Observe at `tick`, merge with observation_tick = now_tick = tick."""
+        if self.plan is None or self.planned(tick) == 0:
+            return True
+        return tick + 1 - self.chunk_start >= self.execute_steps
 
     def delay_steps(self, latency_s: float, dt: float) -> int:
         return max(1, math.ceil(latency_s / dt))
