@@ -160,3 +160,4 @@ def test_reference_format_checkpoint_runs_unchanged(tmp_path) -> None:
     assert episode["steps"] == 400 or episode["success"]
     assert episode["chunks"] == -(-episode["steps"] // 4)  # the toy chunk is 4 actions: all are run
     assert (tmp_path / "out" / "strips" / "reach-v3.png").is_file()
+    assert (tmp_path / "out" / "videos" / "reach-v3.mp4").stat().st_size > 0

@@ -2,9 +2,10 @@
 (protocol.py), through the same `Evo1Policy.predict_chunk` and chunk executor the ROS node runs.
 
 Prints per-task and per-group success like the paper's table, and writes results.json, a bar plot
-(success.png) and one frame strip per task (strips/<task>.png: what the policy saw at each chunk
-of its first episode). With `bounds`, metaworld's scripted experts and uniform random actions
-play the same episodes (fresh environments built the same way draw the same placements).
+(success.png), and for the first episode of each task a frame strip (strips/<task>.png) and a
+video (videos/<task>.mp4) of what the policy saw at each chunk. With `bounds`, metaworld's
+scripted experts and uniform random actions play the same episodes (fresh environments built the
+same way draw the same placements).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ..data.lerobot import encode_video
 from .protocol import EPISODES, EXECUTE_STEPS, GROUPS, MAX_STEPS, SEED, Task, group_average, select_tasks
 from .rollout import ChunkFn, EpisodeResult, expert_controller, mt50_envs, random_controller, reference_executor
 from .rollout import run_episode as _run_episode
@@ -29,6 +31,7 @@ PAPER_ROWS: dict[str, dict[str, float]] = {
     "pi0 (paper)": {"easy": 71.8, "medium": 48.2, "hard": 41.7, "very_hard": 30.0, "average": 47.9},
 }
 STRIP_FRAMES = 8
+VIDEO_FPS = 80 / EXECUTE_STEPS  # one frame per chunk, played at the simulator's speed (80 steps/s)
 
 
 def policy_controller(policy: Any, steps: int | None, seed: int) -> tuple[ChunkFn, list[float]]:
@@ -195,9 +198,14 @@ def evaluate(
             "wall_s": wall,
             "chunks": len(chunk_times),
             "chunk_ms_median": 1e3 * float(np.median(chunk_times)) if chunk_times else 0.0,
+            "policy_s": float(np.sum(chunk_times)),
+            "simulator_s": wall - float(np.sum(chunk_times)),  # building the envs, rendering, stepping
             "env_steps": int(sum(r.steps for r in results)),
         }
-        log(f"[policy] {wall:.0f} s, {len(chunk_times)} chunks, {timing['chunk_ms_median']:.0f} ms per chunk (median)")
+        log(
+            f"[policy] {wall:.0f} s: {len(chunk_times)} chunks, {timing['chunk_ms_median']:.0f} ms each (median), "
+            f"{timing['policy_s']:.0f} s in the policy, {timing['simulator_s']:.0f} s in the simulator"
+        )
     if bounds:
         all_results["expert"] = run_controller(
             "expert", lambda t: expert_controller(t.env_name), chosen, episodes, 1, seed, False, 0, log
@@ -215,6 +223,7 @@ def evaluate(
     for result in all_results.get("policy", []):
         if result.frames:
             _strip(result, out / "strips" / f"{result.task}.png")
+            encode_video(out / "videos" / f"{result.task}.mp4", result.frames, VIDEO_FPS, lossless=False)
     summary = {
         "checkpoint": str(checkpoint) if checkpoint else None,
         "tasks": [t.env_name for t in chosen],
@@ -232,5 +241,5 @@ def evaluate(
     }
     (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "table.txt").write_text(table + "\n")
-    log(f"wrote {out}/results.json, table.txt, success.png and strips/")
+    log(f"wrote {out}/results.json, table.txt, success.png, strips/ and videos/")
     return summary
