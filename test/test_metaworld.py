@@ -151,9 +151,7 @@ def test_reference_format_checkpoint_runs_unchanged(tmp_path) -> None:
 
     folder = write_main(tmp_path)
     dims = {"observation.state": 8, "action": 4}
-    stats = {
-        key: {"min": [-1.0] * n, "max": [1.0] * n, "mean": [0.0] * n, "std": [0.5] * n} for key, n in dims.items()
-    }
+    stats = {key: {"min": [-1.0] * n, "max": [1.0] * n, "mean": [0.0] * n, "std": [0.5] * n} for key, n in dims.items()}
     (folder / "norm_stats.json").write_text(json.dumps({"metaworld": stats}))
     summary = evaluate(str(folder), tmp_path / "out", "reach-v3", episodes=1, steps=2, log=lambda *_: None)
     (episode,) = summary["scores"]["policy"]["episodes"]
