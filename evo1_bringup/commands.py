@@ -88,12 +88,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_bag2dataset(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from evo1_policy.data.lerobot import write_lerobot
+    from evo1_policy.data.lerobot import check_output, write_lerobot
     from evo1_policy.data.rosbag import BagSpec, read_bag
 
     from .arm_config import ArmConfig
     from .paths import config_path
 
+    check_output(args.out, args.overwrite)  # before reading every bag
     spec = BagSpec.from_arm_config(ArmConfig.from_yaml(config_path(args.arm_config)), action_source=args.action_source)
     episodes = [
         read_bag(bag, spec, args.instruction, i)

@@ -74,13 +74,18 @@ class ChunkExecutor:
         first = tick + 1 - self.plan_start
         return self.plan[max(first, 0) : max(first, 0) + max_points]
 
+    def _executed(self, tick: int) -> int | None:
+        """Actions of the current chunk run by `tick`; None when nothing is planned after it."""
+        if self.plan is None or self.planned(tick) == 0:
+            return None
+        return tick + 1 - self.chunk_start
+
     def prefix_done(self, tick: int) -> bool:
         """Synchronous execution (a simulator that waits for the model, as benchmark clients do):
         True when nothing is planned after `tick` or `execute_steps` of the current chunk have run
         by then. Observe at `tick`, merge with observation_tick = now_tick = tick."""
-        if self.plan is None or self.planned(tick) == 0:
-            return True
-        return tick + 1 - self.chunk_start >= self.execute_steps
+        executed = self._executed(tick)
+        return executed is None or executed >= self.execute_steps
 
     def delay_steps(self, latency_s: float, dt: float) -> int:
         return max(1, math.ceil(latency_s / dt))
@@ -88,10 +93,8 @@ class ChunkExecutor:
     def needs_chunk(self, tick: int, latency_s: float, dt: float) -> bool:
         """True when a chunk requested now would arrive about when the current one's
         execute_steps are done (or when nothing is planned)."""
-        if self.plan is None or self.planned(tick) == 0:
-            return True
-        executed = tick + 1 - self.chunk_start
-        return executed + self.delay_steps(latency_s, dt) + self.margin >= self.execute_steps
+        executed = self._executed(tick)
+        return executed is None or executed + self.delay_steps(latency_s, dt) + self.margin >= self.execute_steps
 
     def request(self, tick: int, latency_s: float, dt: float) -> Request:
         guidance = None

@@ -379,6 +379,16 @@ def _frame_table(episode: Episode, first_index: int, task_index: int) -> pa.Tabl
     )
 
 
+def check_output(root: str | Path, overwrite: bool) -> bool:
+    """True when `root` holds something (a file, or a non-empty folder) that writing would replace;
+    an error unless `overwrite`. Writers call it before any slow work."""
+    root = Path(root)
+    occupied = root.exists() and (not root.is_dir() or any(root.iterdir()))
+    if occupied and not overwrite:
+        raise DatasetError(f"{root} exists and is not empty: pick another --out, or pass --overwrite to replace it")
+    return occupied
+
+
 def write_lerobot(
     root: str | Path,
     episodes: list[Episode],
@@ -392,9 +402,7 @@ def write_lerobot(
     root = Path(root)
     if not episodes:
         raise DatasetError("no episodes to write")
-    if root.exists() and (not root.is_dir() or any(root.iterdir())):
-        if not overwrite:
-            raise DatasetError(f"{root} exists and is not empty: pick another --out, or pass --overwrite to replace it")
+    if check_output(root, overwrite):
         shutil.rmtree(root) if root.is_dir() else root.unlink()
     if version not in ("v2.1", "v3.0"):
         raise DatasetError(f"format version {version!r} unsupported; write v2.1 or v3.0")

@@ -10,6 +10,7 @@ same way draw the same placements).
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Callable
@@ -21,8 +22,15 @@ import numpy as np
 
 from ..data.lerobot import encode_video
 from .protocol import EPISODES, EXECUTE_STEPS, GROUPS, MAX_STEPS, SEED, Task, group_average, select_tasks
-from .rollout import ChunkFn, EpisodeResult, expert_controller, mt50_envs, random_controller, reference_executor
-from .rollout import run_episode as _run_episode
+from .rollout import (
+    ChunkFn,
+    EpisodeResult,
+    expert_controller,
+    mt50_envs,
+    random_controller,
+    reference_executor,
+    run_episode,
+)
 
 # The paper's Meta-World table (success %, per difficulty group and average).
 PAPER_ROWS: dict[str, dict[str, float]] = {
@@ -38,7 +46,7 @@ def policy_controller(policy: Any, steps: int | None, seed: int) -> tuple[ChunkF
     """The policy as a chunk source: one 448 px view, obs[:8], the task's prompt. Each chunk's
     noise is seeded (seed, seed + 1, ...) so a run repeats. Also returns the per-chunk times."""
     timings: list[float] = []
-    counter = iter(range(seed, seed + 10**9))
+    counter = itertools.count(seed)
 
     def act(frame: np.ndarray, state: np.ndarray, prompt: str, _obs: np.ndarray) -> np.ndarray:
         start = time.perf_counter()
@@ -89,7 +97,7 @@ def run_controller(
             controller = make(task)
             wins = 0
             for episode in range(episodes):
-                result = _run_episode(
+                result = run_episode(
                     envs[task.index],
                     task,
                     episode,
@@ -193,13 +201,14 @@ def evaluate(
         start = time.monotonic()
         results = run_controller("policy", lambda _t: controller, chosen, episodes, execute_steps, seed, True, 1, log)
         wall = time.monotonic() - start
+        in_policy = float(np.sum(chunk_times))
         all_results["policy"] = results
         timing = {
             "wall_s": wall,
             "chunks": len(chunk_times),
             "chunk_ms_median": 1e3 * float(np.median(chunk_times)) if chunk_times else 0.0,
-            "policy_s": float(np.sum(chunk_times)),
-            "simulator_s": wall - float(np.sum(chunk_times)),  # building the envs, rendering, stepping
+            "policy_s": in_policy,
+            "simulator_s": wall - in_policy,  # building the envs, rendering, stepping
             "env_steps": int(sum(r.steps for r in results)),
         }
         log(

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..data.episode import Episode
-from ..data.lerobot import write_lerobot
+from ..data.lerobot import check_output, write_lerobot
 from ..images import resize_square
 from .protocol import ACTION_DIMS, CHUNK, IMAGE_SIZE, STATE_DIMS, select_tasks
 from .rollout import expert_controller, mt50_envs, reference_executor, run_episode
@@ -39,8 +39,7 @@ def record(
     (so every frame has a full chunk ahead; the evaluation stops at success). Frames are stored at
     `image_size` (the 448 px frame shrunk as the policy would: OpenCV area filter)."""
     chosen = select_tasks(tasks)
-    if Path(out).exists() and any(Path(out).iterdir()) and not overwrite:  # fail before an hour of rendering
-        raise ValueError(f"{out} exists and is not empty: pick another --out, or pass --overwrite to replace it")
+    check_output(out, overwrite)  # fail before an hour of rendering
     kept: list[Episode] = []
     counts: dict[str, dict[str, int]] = {}
     start = time.monotonic()

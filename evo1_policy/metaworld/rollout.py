@@ -57,11 +57,10 @@ def import_metaworld() -> Any:
 
 
 @contextmanager
-def mt50_envs(seed: int = SEED, render: bool = True) -> Iterator[list[Any]]:
+def mt50_envs(seed: int = SEED) -> Iterator[list[Any]]:
     """The 50 environments in metaworld's MT50 order, built as the reference builds them."""
     gym = import_metaworld()
-    kwargs: dict[str, Any] = {"render_mode": "rgb_array", "camera_name": CAMERA} if render else {}
-    envs = gym.make_vec(SUITE, vector_strategy="sync", seed=seed, **kwargs)
+    envs = gym.make_vec(SUITE, vector_strategy="sync", seed=seed, render_mode="rgb_array", camera_name=CAMERA)
     try:
         yield list(envs.envs)
     finally:
