@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from evo1_policy.config import COMPILE_MODES
 from evo1_policy.settings import set_dotted
 
 NODE_NAME = "evo1_policy_node"
@@ -21,10 +22,18 @@ MERGE_MODES = ("latest_only", "blend", "rtc")
 GRIPPER_OUTPUTS = ("trajectory", "topic")
 
 
-def _p(default: Any, description: str, low: float | None = None, high: float | None = None, dynamic: bool = False):
-    """A schema field: default, description, numeric range, and whether it may change while running."""
+def _p(
+    default: Any,
+    description: str,
+    low: float | None = None,
+    high: float | None = None,
+    dynamic: bool = False,
+    choices: tuple[str, ...] = (),
+):
+    """A schema field: default, description, numeric range or string choices, and whether it may
+    change while running."""
     factory = (lambda: list(default)) if isinstance(default, list) else None
-    meta = {"description": description, "range": (low, high), "dynamic": dynamic}
+    meta = {"description": description, "range": (low, high), "dynamic": dynamic, "choices": choices}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -40,6 +49,12 @@ class ModelParams:
     dataset_key: str = _p("", "Norm-stats entry of a checkpoint trained on several datasets (reference RoboTwin)")
     seed: int = _p(-1, "Seed of the sampler's noise; -1: unseeded", -1, 2**31 - 1)
     threads: int = _p(0, "Torch CPU threads; 0: all cores but one (the control loop keeps one)", 0, 256)
+    compile: str = _p(
+        "off",
+        "Inference path: off (eager), graphs (CUDA graphs over static shapes; CUDA only), compile "
+        "(torch.compile); captured and warmed up at configure, eager if that fails",
+        choices=COMPILE_MODES,
+    )
 
 
 @dataclass
@@ -81,7 +96,11 @@ class ControlParams:
     rate_hz: float = _p(20.0, "Control rate: one trajectory per update, one action per step", 1.0, 1000.0)
     execute_steps: int = _p(25, "Steps of each chunk executed before the next chunk takes over", 1, 1000)
     max_points: int = _p(50, "Most points per published trajectory", 1, 1000)
-    merge: str = _p("rtc", "Overlapping chunks: latest_only, blend (crossfade), rtc (guided denoising + crossfade)")
+    merge: str = _p(
+        "rtc",
+        "Overlapping chunks: latest_only, blend (crossfade), rtc (guided denoising + crossfade)",
+        choices=MERGE_MODES,
+    )
     blend_steps: int = _p(8, "Crossfade length in steps (blend and rtc)", 0, 1000)
     rtc_max_guidance: float = _p(10.0, "Real-time chunking: cap on the guidance weight (beta)", 0.0, 1000.0)
     rtc_decay_steps: int = _p(10, "Real-time chunking: steps over which guidance fades after the frozen part", 0, 1000)
@@ -167,6 +186,8 @@ class ArmConfig:
             problems.append(f"{len(c.names)} cameras configured; Evo-1 takes 1 to 3")
         if not (len(c.names) == len(c.topics) == len(c.compressed)):
             problems.append("cameras.names, cameras.topics and cameras.compressed must have equal lengths")
+        if self.model.compile not in COMPILE_MODES:
+            problems.append(f"model.compile {self.model.compile!r} unknown; choose one of {COMPILE_MODES}")
         if ctl.merge not in MERGE_MODES:
             problems.append(f"control.merge {ctl.merge!r} unknown; choose one of {MERGE_MODES}")
         for section in (self.model, j, g, c, self.topics, ctl, self.safety, self):

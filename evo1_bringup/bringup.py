@@ -26,9 +26,11 @@ def _ros_value(value: object) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def ros_arguments(arm_yaml: str, checkpoint: str, device: str, dry_run: str, namespace: str) -> list[str]:
+def ros_arguments(
+    arm_yaml: str, checkpoint: str, device: str, dry_run: str, namespace: str, compile: str = ""
+) -> list[str]:
     args = ["--ros-args", "--params-file", arm_yaml]
-    for name, value in policy_overrides(checkpoint, device, dry_run).items():
+    for name, value in policy_overrides(checkpoint, device, dry_run, compile).items():
         args += ["-p", f"{name}:={_ros_value(value)}"]
     if namespace.strip("/"):
         args += ["-r", f"__ns:=/{namespace.strip('/')}"]
@@ -68,10 +70,11 @@ def bringup(
     duration: float | None = None,
     report_every: float = 2.0,
     videos: str | None = None,
+    compile: str = "",
 ) -> dict[str, Any]:
     arm_yaml = config_path(arm_config)
     config = ArmConfig.from_yaml(arm_yaml)  # a bad YAML stops here with its problems named
-    args = ros_arguments(str(arm_yaml), checkpoint, device, dry_run, namespace)
+    args = ros_arguments(str(arm_yaml), checkpoint, device, dry_run, namespace, compile)
     with rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO):
         policy = PolicyNode()
         nodes: list[Node] = [policy]

@@ -8,6 +8,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from evo1_policy.config import COMPILE_MODES
+
 from .paths import checkpoint_arg
 
 Handler = Callable[[argparse.Namespace], int]
@@ -37,6 +39,19 @@ def _model_source(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def compile_option(parser: argparse.ArgumentParser, default_meaning: str = "") -> None:
+    """--compile: how chunks run (evo1_policy/static.py); the node's model.compile."""
+    choices = list(COMPILE_MODES) + ([""] if default_meaning else [])
+    parser.add_argument(
+        "--compile",
+        default="" if default_meaning else "off",
+        choices=choices,
+        metavar="MODE",
+        help="off (eager), graphs (CUDA graphs over static shapes, CUDA only), compile (torch.compile)"
+        + (f"; empty: {default_meaning}" if default_meaning else ""),
+    )
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from evo1_policy.bench import format_info, info
 
@@ -59,6 +74,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         warmup=args.warmup,
         uncached_repeats=args.uncached_repeats,
         dataset_key=args.dataset_key,
+        compile=args.compile,
+        guided=args.guided,
     )
     print(format_bench(result))
     if args.json:
@@ -111,6 +128,7 @@ def cmd_metaworld_eval(args: argparse.Namespace) -> int:
         args.bounds,
         args.dataset_key,
         args.seed,
+        compile=args.compile,
     )
     return 0
 
@@ -159,6 +177,13 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
         default=None,
         help="repeats without the prefix cache (default: --repeats; 0 skips)",
     )
+    p.add_argument(
+        "--compile",
+        default="off",
+        help="paths to time side by side in one run: off, graphs, compile, comma-separated (off,graphs); "
+        "each is compared with the first",
+    )
+    p.add_argument("--guided", action="store_true", help="also time RTC-guided chunks (the node's default merge)")
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     handlers["bench"] = cmd_bench
 
@@ -194,6 +219,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     p.add_argument("--bounds", action="store_true", help="also score the scripted experts and random actions")
     p.add_argument("--dataset-key", help="norm-stats entry of a checkpoint trained on several datasets")
     p.add_argument("--seed", type=int, default=4042, help="environment seed (the reference: 4042)")
+    compile_option(p)
     handlers["metaworld-eval"] = cmd_metaworld_eval
 
     p = sub.add_parser("metaworld-record", help="metaworld's scripted experts -> a LeRobot dataset (docs/metaworld.md)")

@@ -6,6 +6,7 @@ import argparse
 import json
 from collections.abc import Callable
 
+from . import cli
 from .launch_args import LAUNCH_ARGUMENTS
 from .paths import checkpoint_arg, checkpoint_path
 
@@ -26,6 +27,7 @@ def cmd_bringup(args: argparse.Namespace) -> int:
         instruction=args.instruction,
         duration=args.duration,
         videos=args.videos,
+        compile=args.compile,
     )
     print("[evo1] summary: " + json.dumps(summary))
     return 0 if summary["chunks"] > 0 or not args.duration else 1
@@ -127,6 +129,7 @@ def cmd_eval_bag(args: argparse.Namespace) -> int:
         args.seed,
         args.dataset_key,
         args.action_source,
+        args.compile,
     )
     return 0
 
@@ -136,7 +139,17 @@ def cmd_sim_eval(args: argparse.Namespace) -> int:
 
     for wrong in [False, True] if args.wrong_instruction == "both" else [args.wrong_instruction == "only"]:
         out = f"{args.out}/wrong_instruction" if wrong else args.out
-        sim_eval(args.checkpoint, args.episodes, out, args.seed_start, wrong, args.videos, args.arm_config, args.device)
+        sim_eval(
+            args.checkpoint,
+            args.episodes,
+            out,
+            args.seed_start,
+            wrong,
+            args.videos,
+            args.arm_config,
+            args.device,
+            compile=args.compile,
+        )
     return 0
 
 
@@ -264,6 +277,7 @@ def register(sub: argparse._SubParsersAction, handlers: dict[str, Handler]) -> N
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampler's noise (the same chunks every run)")
     p.add_argument("--dataset-key", help="norm-stats entry (default: the arm config's model.dataset_key)")
+    cli.compile_option(p)
     _action_source(p)
     handlers["eval-bag"] = cmd_eval_bag
 
@@ -283,6 +297,7 @@ def register(sub: argparse._SubParsersAction, handlers: dict[str, Handler]) -> N
     p.add_argument("--out", default="sim_eval", help="folder for sim_eval.json, logs and videos")
     p.add_argument("--arm-config", default="sim_arm", help="the simulated arm's config")
     p.add_argument("--device", default="auto", help="the policy's torch device")
+    cli.compile_option(p, "the arm config's model.compile")
     handlers["sim-eval"] = cmd_sim_eval
 
     p = sub.add_parser("sim-record", help="record expert demonstrations on the simulated arm as bags")

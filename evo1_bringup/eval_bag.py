@@ -55,11 +55,12 @@ def eval_bags(
     seed: int = 0,
     dataset_key: str | None = None,
     action_source: str = "command",
+    compile: str = "off",
 ) -> dict[str, Any]:
     config = ArmConfig.from_yaml(config_path(arm_config))
     checkpoints = [checkpoint] + ([compare] if compare else [])
     key = dataset_key or config.model.dataset_key or None
-    policies = [Evo1Policy.from_checkpoint(c, device=device, dataset_key=key) for c in checkpoints]
+    policies = [Evo1Policy.from_checkpoint(c, device=device, dataset_key=key, compile=compile) for c in checkpoints]
     labels = _labels(checkpoints)
     spec = BagSpec.from_arm_config(config, policies[0].config.vision.image_size, action_source)
     names, episodes, skipped = read_recordings(bags, spec)

@@ -16,6 +16,7 @@ LAUNCH_ARGUMENTS = (
     LaunchArgument("arm_config", "sim_arm", "Arm config: a YAML path, or a name in the package's config/ folder"),
     LaunchArgument("checkpoint", "", "Checkpoint directory; empty: the one the arm config names"),
     LaunchArgument("device", "auto", "Torch device: auto, cpu, cuda, cuda:N"),
+    LaunchArgument("compile", "", "Inference path: off, graphs (CUDA graphs), compile; empty: the arm config's"),
     LaunchArgument("dry_run", "false", "true: compute and publish chunks and status, but no trajectories"),
     LaunchArgument("namespace", "", "ROS namespace for every node (topics are relative, so they follow it)"),
     LaunchArgument("sim", "true", "true: also start the simulated arm (no hardware needed)"),
@@ -39,9 +40,11 @@ def parse_bool(value: str) -> bool:
     raise ValueError(f"{value!r} is not a boolean (true/false)")
 
 
-def policy_overrides(checkpoint: str, device: str, dry_run: str) -> dict[str, object]:
+def policy_overrides(checkpoint: str, device: str, dry_run: str, compile: str = "") -> dict[str, object]:
     """Node parameters the launch arguments set on top of the arm config YAML."""
     overrides: dict[str, object] = {"model.device": device, "safety.dry_run": parse_bool(dry_run)}
     if checkpoint:
         overrides["model.checkpoint"] = checkpoint
+    if compile:
+        overrides["model.compile"] = compile
     return overrides

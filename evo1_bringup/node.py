@@ -109,6 +109,7 @@ class PolicyNode(LifecycleNode):
         self._active = False
         self._worker: threading.Thread | None = None
         self._stop_worker = False
+        self._warmup_time = 0.0
         self._entities: list[Any] = []
         self._control_timers: list[Any] = []
         self._reset_state()
@@ -120,6 +121,8 @@ class PolicyNode(LifecycleNode):
     def _declare_parameters(self) -> None:
         for name, default, meta in parameter_schema():
             descriptor = ParameterDescriptor(description=meta["description"], read_only=not meta["dynamic"])
+            if meta["choices"]:
+                descriptor.additional_constraints = f"one of: {', '.join(meta['choices'])}"
             low, high = meta["range"]
             bounded = low is not None or high is not None
             if isinstance(default, float) and bounded:
@@ -169,16 +172,17 @@ class PolicyNode(LifecycleNode):
                 )
             if len(config.cameras.names) > policy.config.max_views:
                 raise ValueError(f"{len(config.cameras.names)} cameras but the model takes {policy.config.max_views}")
+            if policy.device.type == "cpu":
+                import torch
+
+                torch.set_num_threads(config.model.threads or max(1, (os.cpu_count() or 2) - 1))
+            self._warm_up(policy, config)
         except Exception as error:  # noqa: BLE001 - any failure (a corrupt file, a torch error) is one clear line
             self._last_error = f"configure failed: {describe(error)}"
             self._reason = self._last_error
             self.get_logger().error(self._last_error)
             self._publish_status(force=True)
             return TransitionCallbackReturn.FAILURE
-        if policy.device.type == "cpu":
-            import torch
-
-            torch.set_num_threads(config.model.threads or max(1, (os.cpu_count() or 2) - 1))
         self.config, self.policy = config, policy
         self.dt = 1.0 / config.control.rate_hz
         self.limits = Limits.of(config.lower, config.upper, config.max_velocity, self.dt)
@@ -201,6 +205,23 @@ class PolicyNode(LifecycleNode):
         )
         self._status_changed = True
         return TransitionCallbackReturn.SUCCESS
+
+    def _warm_up(self, policy: Evo1Policy, config: ArmConfig) -> None:
+        """Choose the inference path and run it once per shape the node will use (plain chunks, and
+        guided ones under rtc), so capture, compilation and lazy initialisation happen here and the
+        first chunk on the arm is not slow. A capture that fails leaves that shape eager, said once."""
+        mode = config.model.compile
+        if mode == "graphs" and policy.device.type != "cuda":
+            self.get_logger().warning(f"model.compile 'graphs' needs CUDA; the policy runs on {policy.device}: eager")
+            mode = "off"
+        policy.set_compile(mode)
+        self._warmup_time = policy.warm_up(
+            len(config.cameras.names), steps=config.model.steps or None, guided=config.control.merge == "rtc"
+        )
+        path = policy.inference_path
+        if mode != "off" and path != mode:
+            self.get_logger().warning(f"model.compile '{mode}' could not be used, running {path}")
+        self.get_logger().info(f"inference path: {path}; warm-up took {self._warmup_time:.2f} s")
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         with self._lock:
@@ -739,6 +760,8 @@ class PolicyNode(LifecycleNode):
             msg.reject_counts = [int(v) for v in self._counters.causes.values()]
             msg.reject_details = [self._counters.details[c] for c in self._counters.causes]
             msg.last_error = self._last_error
+            msg.inference_path = self.policy.inference_path if self.policy is not None else ""
+            msg.warmup_time = self._warmup_time
         self.status_pub.publish(msg)
 
 

@@ -103,6 +103,7 @@ def sim_eval(
     arm_config: str = "sim_arm",
     device: str = "auto",
     episode_timeout: float = 8.0,
+    compile: str = "",
 ) -> dict[str, Any]:
     arm_yaml = config_path(arm_config)
     config = ArmConfig.from_yaml(arm_yaml)
@@ -111,7 +112,7 @@ def sim_eval(
     seeds = list(range(seed_start, seed_start + episodes))
     isolate_domain()
     policy_log = out_dir / "policy.log"
-    policy_args = ros_arguments(str(arm_yaml), checkpoint, device, "false", "")
+    policy_args = ros_arguments(str(arm_yaml), checkpoint, device, "false", "", compile)
     processes = [
         _simulator(arm_yaml, seed_start, episode_timeout, out_dir),
         ("policy node", _spawn("evo1_bringup.node", policy_args, policy_log), policy_log),

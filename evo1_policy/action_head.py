@@ -194,9 +194,14 @@ class ActionHead(nn.Module):
 
     def velocity(self, noisy_actions: torch.Tensor, t: torch.Tensor, kv: KeyValues) -> torch.Tensor:
         """Predicted flow velocity (B, horizon, action_dim) at noisy actions x_t and times t (B,)."""
+        return self.velocity_at(noisy_actions, self.time_embedding(t), kv)
+
+    def velocity_at(self, noisy_actions: torch.Tensor, time_embedding: torch.Tensor, kv: KeyValues) -> torch.Tensor:
+        """The velocity given the time's table row (B, width) already looked up: the sampler's time
+        grid is known before the loop starts, so a captured loop reads its rows from a buffer."""
         dtype = kv.keys[0].dtype
         x = self.action_encoder(noisy_actions.to(dtype))
-        time = self.time_embedding(t).to(dtype)
+        time = time_embedding.to(dtype)
         for block, keys, values in zip(self.transformer_blocks, kv.keys, kv.values, strict=True):
             x = block(x, keys, values, kv.mask, time)
         pooled = self.seq_pool_proj(self.norm_out(x).flatten(1))

@@ -121,36 +121,59 @@ class Backbone(nn.Module):
         view_mask: torch.Tensor,
         input_ids: torch.Tensor,
         text_mask: torch.Tensor,
+        image_positions: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """pixel_values (B, V, 3, S, S) normalised; view_mask (B, V) bool; input_ids (B, L) with
-        V blocks of tokens_per_view `<IMG_CONTEXT>` ids; text_mask (B, L) bool, False at padding.
+        V blocks of tokens_per_view `<IMG_CONTEXT>` ids; text_mask (B, L) bool, False at padding;
+        image_positions (B, V * tokens_per_view): where those ids are (image_positions() computes
+        it, and checks the count; a captured caller computes it on the host beforehand, so that
+        nothing here reads a tensor back).
 
         Returns the hidden states (B, L, width) and the attention mask (B, L) bool that the
         language model used (padding and masked views False).
         """
-        batch, views = view_mask.shape
+        if image_positions is None:
+            image_positions = image_token_positions(input_ids, view_mask.shape[1], self.config.tokens_per_view)
         dtype = self.model.multi_modal_projector.linear_1.weight.dtype
         present = view_mask[:, :, None, None, None].bool()
         pixels = torch.where(present, pixel_values.to(dtype), self.missing_view.to(dtype))
         features = self.model.get_image_features(pixel_values=pixels.flatten(0, 1), return_dict=True).pooler_output
-        per_view = features.shape[1]
-
-        is_image = input_ids == IMG_CONTEXT_ID
-        if int(is_image.sum()) != batch * views * per_view:
-            raise ValueError(
-                f"prompt has {int(is_image.sum())} image placeholders, expected {batch * views * per_view} "
-                f"({views} views x {per_view} tokens x batch {batch})"
-            )
+        batch, views = view_mask.shape
+        per_view, width = features.shape[1], features.shape[2]
         embeds = self.model.get_input_embeddings()(input_ids)
-        embeds = embeds.masked_scatter(is_image.unsqueeze(-1), features.to(embeds.dtype))
+        where = image_positions[:, :, None].expand(-1, -1, width)
+        embeds = embeds.scatter(1, where, features.reshape(batch, views * per_view, width).to(embeds.dtype))
 
-        # Placeholders are laid out view by view, so the k-th image token of a row belongs to
-        # view k // per_view; its position is attended only when that view is present.
-        view_of_token = (is_image.long().cumsum(dim=1) - 1).clamp(min=0) // per_view
-        token_view_present = torch.gather(view_mask.bool(), 1, view_of_token.clamp(max=views - 1))
-        attention = text_mask.bool() & (~is_image | token_view_present)
-
+        # Placeholders are laid out view by view: the k-th image token of a row belongs to view
+        # k // per_view, and its position is attended only when that view is present.
+        token_present = view_mask.bool().repeat_interleave(per_view, dim=1)
+        attention = text_mask.bool().scatter(
+            1, image_positions, text_mask.bool().gather(1, image_positions) & token_present
+        )
         hidden = self.model.language_model(
-            inputs_embeds=embeds, attention_mask=attention.long(), use_cache=False
+            inputs_embeds=embeds, attention_mask=causal_mask(attention), use_cache=False
         ).last_hidden_state
         return hidden, attention
+
+
+def image_token_positions(input_ids: torch.Tensor, views: int, per_view: int) -> torch.Tensor:
+    """(B, views * per_view) indices of the `<IMG_CONTEXT>` placeholders of each prompt row, in order.
+    Raises ValueError when a row has another count (the prompt does not match the views)."""
+    is_image = input_ids == IMG_CONTEXT_ID
+    counts = is_image.sum(dim=1).tolist()
+    if any(n != views * per_view for n in counts):
+        raise ValueError(
+            f"prompt has {sum(counts)} image placeholders, expected {len(counts) * views * per_view} "
+            f"({views} views x {per_view} tokens x batch {len(counts)})"
+        )
+    # a stable sort puts every placeholder (key 0) first, in prompt order
+    return torch.sort((~is_image).to(torch.uint8), dim=1, stable=True).indices[:, : views * per_view]
+
+
+def causal_mask(attention: torch.Tensor) -> torch.Tensor:
+    """(B, 1, L, L) bool: query i attends key j when j <= i and j is attended. It is what transformers
+    builds from a 2D mask (sdpa_mask), built here so that a static shape gives a static mask: no
+    data-dependent shortcut (transformers drops the mask when nothing is padded)."""
+    length = attention.shape[1]
+    lower = torch.ones(length, length, dtype=torch.bool, device=attention.device).tril()
+    return lower[None, None] & attention[:, None, None, :]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import resource
 import statistics
 from pathlib import Path
@@ -12,6 +13,7 @@ import torch
 from torch import nn
 
 from .config import Evo1Config, preset
+from .guidance import ChunkGuidance
 from .model import Evo1Model
 from .policy import Evo1Policy
 
@@ -114,6 +116,32 @@ def _percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
+PROMPT = "pick up the red cube and place it in the bowl"
+SAME_SEED = 12345  # the chunk every path computes for the side-by-side difference
+
+
+def _stats(timings: list[dict[str, float]]) -> dict[str, Any]:
+    totals = [t["total_ms"] for t in timings]
+    return {
+        "ms_p50": _percentile(totals, 50),
+        "ms_p95": _percentile(totals, 95),
+        "ms_p99": _percentile(totals, 99),
+        "chunks_per_s": 1000.0 / statistics.median(totals),
+        "stage_ms_p50": {k: _percentile([t[k] for t in timings], 50) for k in timings[0] if k != "total_ms"},
+    }
+
+
+def compile_modes(spec: str) -> list[str]:
+    """ "off,graphs" -> ["off", "graphs"], each checked."""
+    from .config import COMPILE_MODES
+
+    modes = [m.strip() for m in spec.split(",") if m.strip()]
+    bad = [m for m in modes if m not in COMPILE_MODES]
+    if bad or not modes:
+        raise ValueError(f"--compile {spec!r}: choose from {list(COMPILE_MODES)}, comma-separated")
+    return modes
+
+
 def bench(
     config_name: str | None = None,
     checkpoint: str | None = None,
@@ -126,17 +154,24 @@ def bench(
     uncached_repeats: int | None = None,
     image_size: tuple[int, int] = (480, 640),
     dataset_key: str | None = None,
+    compile: str = "off",
+    guided: bool = False,
 ) -> dict[str, Any]:
-    """Milliseconds per chunk (p50/p95) after warm-up, with and without the prefix cache."""
+    """Milliseconds per chunk (p50/p95/p99) after warm-up for each inference path in `compile`
+    (side by side, in this one process), plain and, with `guided`, RTC-guided; the prefix cache
+    off as a reference (eager only); each path's warm-up time, peak memory, and its largest
+    difference from the first path's chunk for the same noise."""
+    modes = compile_modes(compile)
     if checkpoint:
         policy = Evo1Policy.from_checkpoint(checkpoint, device=device, dtype=dtype, dataset_key=dataset_key)
     else:
         policy = Evo1Policy.from_preset(config_name or "evo1-tiny", 7, 7, device=device, dtype=dtype)
-    if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats(policy.device)
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (*image_size, 3), dtype=np.uint8) for _ in range(views)]
     state = np.zeros(policy.state_dim)
+    committed = np.linspace(-0.5, 0.5, policy.config.horizon // 2)[:, None].repeat(policy.action_dim, axis=1)
+    request = ChunkGuidance(committed, np.linspace(1.0, 0.0, len(committed)))
+    kinds = {"plain": None, **({"guided": request} if guided else {})}
     result: dict[str, Any] = {
         "preset": policy.config.preset,
         "device": str(policy.device),
@@ -146,28 +181,58 @@ def bench(
         "views": views,
         "steps": steps or policy.config.num_inference_steps,
         "torch": torch.__version__,
+        "paths": {},
     }
-    for cached in (True, False):
-        policy.use_prefix_cache = cached
-        timings: list[dict[str, float]] = []
-        count = repeats if cached or uncached_repeats is None else uncached_repeats
-        if count < 1:
-            continue
+    reference: dict[str, np.ndarray] = {}
+    for mode in modes:
+        _release(policy)
+        policy.set_compile(mode)
+        entry: dict[str, Any] = {"warmup_s": policy.warm_up(views, PROMPT, steps, guided)}
+        entry["inference_path"] = policy.inference_path
+        for kind, guidance in kinds.items():
+            timings = []
+            for i in range(warmup + repeats):
+                policy.predict_chunk(images, state, PROMPT, steps=steps, seed=i, guidance=guidance)
+                if i >= warmup:
+                    timings.append(dict(policy.last_timing))
+            entry[kind] = _stats(timings)
+            chunk = policy.predict_chunk(images, state, PROMPT, steps=steps, seed=SAME_SEED, guidance=guidance)
+            reference.setdefault(kind, chunk)
+            entry[kind]["max_abs_diff_vs_" + modes[0]] = float(np.abs(chunk - reference[kind]).max())
+        if guided:
+            entry["guided_over_plain"] = entry["guided"]["ms_p50"] / entry["plain"]["ms_p50"]
+        entry["peak_memory_mb"] = _peak_memory_mb(policy.device)
+        result["paths"][mode] = entry
+    result["cached"] = result["paths"][modes[0]]["plain"]  # the first path: what older readers expect
+    count = repeats if uncached_repeats is None else uncached_repeats
+    if count > 0:
+        _release(policy)
+        policy.use_prefix_cache = False  # eager: the VLM at every denoising step, for comparison
+        timings = []
         for i in range(warmup + count):
-            policy.predict_chunk(images, state, "pick up the red cube and place it in the bowl", steps=steps, seed=i)
+            policy.predict_chunk(images, state, PROMPT, steps=steps, seed=i)
             if i >= warmup:
                 timings.append(dict(policy.last_timing))
-        totals = [t["total_ms"] for t in timings]
-        key = "cached" if cached else "uncached"
-        result[key] = {
-            "ms_p50": _percentile(totals, 50),
-            "ms_p95": _percentile(totals, 95),
-            "chunks_per_s": 1000.0 / statistics.median(totals),
-            "stage_ms_p50": {k: _percentile([t[k] for t in timings], 50) for k in timings[0] if k != "total_ms"},
-        }
+        result["uncached"] = _stats(timings)
+        policy.use_prefix_cache = True
+    first = modes[0]
+    for mode in modes[1:]:
+        result["paths"][mode]["speedup_vs_" + first] = (
+            result["paths"][first]["plain"]["ms_p50"] / result["paths"][mode]["plain"]["ms_p50"]
+        )
     result["peak_memory_mb"] = _peak_memory_mb(policy.device)
     result["peak_memory_kind"] = "cuda_max_allocated" if policy.device.type == "cuda" else "process_max_rss"
     return result
+
+
+def _release(policy: Evo1Policy) -> None:
+    """Drop the previous path's captured shapes and start the memory peak afresh (CUDA)."""
+    policy.set_compile("off")
+    gc.collect()
+    if policy.device.type == "cuda":
+        torch.cuda.synchronize(policy.device)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(policy.device)
 
 
 def _cpu_name() -> str:
@@ -186,15 +251,33 @@ def format_bench(result: dict[str, Any]) -> str:
         f"{result['dtype']}, {result['views']} view(s), {result['steps']} denoising steps"
     )
     lines = [head]
-    for key in ("cached", "uncached"):
-        if key not in result:
-            continue
-        r = result[key]
-        stages = ", ".join(f"{k.removesuffix('_ms')} {v:.1f}" for k, v in r["stage_ms_p50"].items())
-        cache = "on " if key == "cached" else "off"
+    paths = list(result["paths"])
+    for mode, entry in result["paths"].items():
         lines.append(
-            f"  prefix cache {cache}: p50 {r['ms_p50']:.1f} ms  p95 {r['ms_p95']:.1f} ms  "
-            f"{r['chunks_per_s']:.1f} chunks/s   [{stages}]"
+            f"  path {mode} ({entry['inference_path']}): warm-up {entry['warmup_s']:.1f} s, "
+            f"peak memory {entry['peak_memory_mb']:.0f} MiB"
+        )
+        for kind in ("plain", "guided"):
+            if kind not in entry:
+                continue
+            r = entry[kind]
+            stages = ", ".join(f"{k.removesuffix('_ms')} {v:.1f}" for k, v in r["stage_ms_p50"].items())
+            diff = r["max_abs_diff_vs_" + paths[0]]
+            lines.append(
+                f"    {kind:<6} p50 {r['ms_p50']:.1f} ms  p95 {r['ms_p95']:.1f}  p99 {r['ms_p99']:.1f}  "
+                f"{r['chunks_per_s']:.1f} chunks/s   [{stages}]"
+                + (f"  max |diff| vs {paths[0]} {diff:.2e}" if mode != paths[0] else "")
+            )
+        extra = [f"guided/plain {entry['guided_over_plain']:.2f}x"] if "guided_over_plain" in entry else []
+        if "speedup_vs_" + paths[0] in entry:
+            extra.append(f"{entry['speedup_vs_' + paths[0]]:.2f}x faster than {paths[0]} (plain p50)")
+        if extra:
+            lines.append("    " + "; ".join(extra))
+    if "uncached" in result:
+        r = result["uncached"]
+        lines.append(
+            f"  prefix cache off (eager): p50 {r['ms_p50']:.1f} ms  p95 {r['ms_p95']:.1f} ms  "
+            f"{r['chunks_per_s']:.1f} chunks/s"
         )
     lines.append(f"  peak memory: {result['peak_memory_mb']:.0f} MiB ({result['peak_memory_kind']})")
     return "\n".join(lines)

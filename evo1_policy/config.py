@@ -27,6 +27,8 @@ NORMALIZATION_MODES = ("bounds", "bounds_q99", "normal")
 ERAS = ("evo1_ros", "main", "flash", "lerobot")
 MISSING_VIEW_FILLS = ("grey", "black")
 IMAGE_RESIZES = ("area", "bicubic")
+# How chunks run (static.py): eager, CUDA graphs over static shapes, or torch.compile over them.
+COMPILE_MODES = ("off", "graphs", "compile")
 
 
 @dataclass

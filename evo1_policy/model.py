@@ -12,7 +12,8 @@ dx/dt = v(x_t, t) with Euler steps from t = 0 to 1.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +22,9 @@ from torch import nn
 from .action_head import ActionHead, KeyValues
 from .backbone import Backbone
 from .config import Evo1Config
+
+# (noisy actions, time row, keys/values) -> velocity: ActionHead.velocity_at or a compiled copy
+VelocityFn = Callable[[torch.Tensor, torch.Tensor, KeyValues], torch.Tensor]
 
 
 @dataclass
@@ -33,9 +37,11 @@ class ModelInputs:
     text_mask: torch.Tensor  # (B, L) bool, False = padding
     state: torch.Tensor  # (B, max_state_dim) normalised, zero-padded
     action_mask: torch.Tensor  # (B, max_action_dim) bool, True = a real action dim
+    # (B, V * tokens_per_view) where the image placeholders are; None: the backbone finds them
+    image_positions: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> ModelInputs:
-        return ModelInputs(**{k: v.to(device) for k, v in self.__dict__.items()})
+        return ModelInputs(**{k: None if v is None else v.to(device) for k, v in self.__dict__.items()})
 
 
 @dataclass
@@ -87,7 +93,9 @@ class Evo1Model(nn.Module):
         """Run the VLM once and project the memory for every head block (reused by all steps)."""
         vlm_trainable = any(p.requires_grad for p in self.embedder.parameters())
         with torch.set_grad_enabled(torch.is_grad_enabled() and vlm_trainable):
-            hidden, attention = self.embedder(inputs.pixel_values, inputs.view_mask, inputs.input_ids, inputs.text_mask)
+            hidden, attention = self.embedder(
+                inputs.pixel_values, inputs.view_mask, inputs.input_ids, inputs.text_mask, inputs.image_positions
+            )
         head_mask = None if self.config.head_attends_padding else attention
         return self.action_head.memory_keys_values(hidden, head_mask, inputs.state)
 
@@ -153,38 +161,69 @@ class Evo1Model(nn.Module):
         shape = (batch, self.config.horizon, self.config.max_action_dim)
         mask = inputs.action_mask[:, None, :].expand(shape).to(torch.float32)
         x = (torch.rand(shape, generator=generator, device=self.device) * 2 - 1) * mask
-        dt = 1.0 / steps
         for i in range(steps):
             if not reuse_prefix:
                 kv = self.encode_prefix(inputs)
             # float64, so that the time-table row is int(i / steps * scale) exactly as the reference
             # computes it on Python floats (float32 rounding moves some rows by one)
             t = torch.full((batch,), i / steps, dtype=torch.float64, device=self.device)
-            if guidance is None:
-                velocity = self.action_head.velocity(x * mask, t, kv).float()
-            else:
-                velocity = self._guided_velocity(x * mask, t, kv, guidance, mask)
-            x = x + dt * velocity
+            scale = None if guidance is None else min(guidance.max_weight, guidance_cap(i / steps))
+            row = self.action_head.time_embedding(t)
+            x = self.denoise_step(x, mask, kv, row, t.float()[:, None, None], 1.0 / steps, guidance, scale)
         return x * mask
 
-    def _guided_velocity(
-        self, x: torch.Tensor, t: torch.Tensor, kv: KeyValues, guidance: Guidance, mask: torch.Tensor
+    def denoise_step(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor,
+        kv: KeyValues,
+        time_row: torch.Tensor,
+        tau: torch.Tensor,
+        dt: float,
+        guidance: Guidance | None = None,
+        scale: float | torch.Tensor | None = None,
+        velocity_at: VelocityFn | None = None,
     ) -> torch.Tensor:
-        """Pseudo-inverse guidance (Black et al. 2025, real-time chunking): v + c * J^T W (Y - x1_hat)."""
+        """One Euler step from x_t (B, horizon, dims, float32) at time tau (B, 1, 1) whose table row
+        is time_row (B, width). The one rule for every sampler, eager or captured (static.py):
+        nothing here reads a value back to the host, so a CUDA graph can hold it. velocity_at: the
+        head's function, or a compiled copy of it."""
+        velocity_at = velocity_at or self.action_head.velocity_at
+        if guidance is None:
+            velocity = velocity_at(x * mask, time_row, kv).float()
+        else:
+            velocity = self._guided_velocity(x * mask, time_row, tau, kv, guidance, mask, scale, velocity_at)
+        return x + dt * velocity
+
+    def _guided_velocity(
+        self,
+        x: torch.Tensor,
+        time_row: torch.Tensor,
+        tau: torch.Tensor,
+        kv: KeyValues,
+        guidance: Guidance,
+        mask: torch.Tensor,
+        scale: float | torch.Tensor | None,
+        velocity_at: VelocityFn,
+    ) -> torch.Tensor:
+        """Pseudo-inverse guidance (Black et al. 2025, real-time chunking): v + c * J^T W (Y - x1_hat),
+        with c = min(max_weight, guidance_cap(tau)) given as `scale`."""
         with torch.enable_grad():
             x = x.detach().requires_grad_(True)
-            velocity = self.action_head.velocity(x, t, kv).float()
-            tau = t.float()[:, None, None]
+            velocity = velocity_at(x, time_row, kv).float()
             predicted_clean = x + (1 - tau) * velocity
             error = (guidance.target.to(x) - predicted_clean) * guidance.weights[:, :, None].to(x) * mask
             (correction,) = torch.autograd.grad(predicted_clean, x, grad_outputs=error.detach())
-        tau0 = float(t[0])
-        if tau0 <= 0:
-            scale = guidance.max_weight
-        else:
-            r2 = (1 - tau0) ** 2 / (tau0**2 + (1 - tau0) ** 2)
-            scale = min(guidance.max_weight, (1 - tau0) / (tau0 * r2))
         return velocity.detach() + scale * correction
+
+
+def guidance_cap(tau: float) -> float:
+    """RTC's guidance weight at flow time tau before the max_weight cap: (1 - tau) / (tau * r^2),
+    r^2 = (1 - tau)^2 / (tau^2 + (1 - tau)^2); unbounded at tau = 0."""
+    if tau <= 0:
+        return math.inf
+    r2 = (1 - tau) ** 2 / (tau**2 + (1 - tau) ** 2)
+    return (1 - tau) / (tau * r2)
 
 
 def sample_beta(a: float, b: float, n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:

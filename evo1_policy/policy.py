@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .checkpoint import LoadReport, load_checkpoint, save_checkpoint
-from .config import Evo1Config, preset
+from .config import COMPILE_MODES, Evo1Config, preset
 from .guidance import ChunkGuidance
-from .model import Evo1Model, Guidance, building_in
+from .model import Evo1Model, Guidance, ModelInputs, building_in
 from .normalize import Normalizer
 from .processor import Observation, Processor
+from .static import ShapeKey, StaticPaths, StaticSampler, bucket_length, pad_inputs, positions_on_host
 from .tokenizer import PromptTokenizer
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
@@ -53,11 +54,14 @@ class Evo1Policy:
     use_prefix_cache: bool = True
     load_report: LoadReport | None = None
     last_timing: dict[str, float] = field(default_factory=dict)
+    compile: InitVar[str] = "off"
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, compile: str) -> None:
         self.model.to(device=self.device, dtype=self.dtype).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
+        self._static: StaticPaths | None = None
+        self.set_compile(compile)
 
     @property
     def config(self) -> Evo1Config:
@@ -126,6 +130,52 @@ class Evo1Policy:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
+    # ------------------------------------------------------------------ static, captured paths
+    def set_compile(self, mode: str) -> None:
+        """How chunks run: "off" (eager), "graphs" (CUDA graphs over static shapes), "compile"
+        (torch.compile over static shapes). Shapes are captured on first use or by warm_up()."""
+        if mode not in COMPILE_MODES:
+            raise ValueError(f"compile mode {mode!r} unknown; choose one of {list(COMPILE_MODES)}")
+        if mode == "graphs" and self.device.type != "cuda":
+            raise ValueError(f"compile mode 'graphs' needs CUDA; the policy runs on {self.device}")
+        self._static = None if mode == "off" else StaticPaths(self.model, mode)
+
+    @property
+    def compile_mode(self) -> str:
+        return "off" if self._static is None else self._static.mode
+
+    @property
+    def inference_path(self) -> str:
+        """What runs now, in words: "eager", "graphs", "compile", or "eager (graphs failed: ...)"."""
+        return "eager" if self._static is None else self._static.description
+
+    def warm_up(self, views: int, instruction: str = "warm up", steps: int | None = None, guided: bool = True) -> float:
+        """Run (and capture or compile) the shapes a node will use, so its first chunk is not slow:
+        plain and, with `guided`, RTC-guided chunks for `views` cameras and this instruction's
+        prompt bucket. Returns the seconds it took."""
+        start = time.perf_counter()
+        rng = np.random.default_rng(0)
+        size = self.config.vision.image_size
+        images = [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(views)]
+        state = np.zeros(self.state_dim)
+        for _ in range(2):  # a captured shape's second call is a replay: nothing left to initialise
+            self.predict_chunk(images, state, instruction, steps=steps, seed=0)
+            if guided:
+                actions = np.zeros((self.config.horizon // 2, self.action_dim))
+                request = ChunkGuidance(actions, np.ones(len(actions)))
+                self.predict_chunk(images, state, instruction, steps=steps, seed=0, guidance=request)
+        return time.perf_counter() - start
+
+    def _static_sampler(self, inputs: ModelInputs, steps: int, guided: bool) -> StaticSampler | None:
+        if self._static is None or not self.use_prefix_cache:
+            return None
+        c = self.config
+        pad_to = c.max_text_length if c.pad_to_max_length else None
+        length = bucket_length(inputs.input_ids.shape[1], pad_to, c.head_attends_padding)
+        key = ShapeKey(len(inputs.action_mask), inputs.view_mask.shape[1], length, steps, guided)
+        return self._static.sampler(key)
+
+    # ------------------------------------------------------------------ inference
     def predict_chunks(
         self,
         observations: Sequence[Observation],
@@ -135,20 +185,38 @@ class Evo1Policy:
     ) -> np.ndarray:
         """A batch of observations -> chunks (B, horizon, action_dim), robot units, absolute."""
         start = time.perf_counter()
-        inputs = self.processor.inputs(observations).to(self.device)
-        inputs.pixel_values = inputs.pixel_values.to(self.dtype)
+        steps = steps or self.config.num_inference_steps
+        host_inputs = self.processor.inputs(observations)
         states = np.stack([np.asarray(o.state, dtype=np.float64) for o in observations])
         model_guidance = self._guidance(guidance, states) if guidance is not None else None
         generator = torch.Generator(device=self.device).manual_seed(seed) if seed is not None else None
-        self._sync()
-        prepared = time.perf_counter()
-        with torch.inference_mode(model_guidance is None):
-            kv = self.model.encode_prefix(inputs) if self.use_prefix_cache else None
+        static = self._static_sampler(host_inputs, steps, model_guidance is not None)
+        if static is not None:
+            positions = positions_on_host(host_inputs, self.config.tokens_per_view)
+            static.load(
+                pad_inputs(host_inputs, static.key.length),
+                positions,
+                self._noise(host_inputs, generator),
+                model_guidance,
+            )
+            self._sync()
+            prepared = time.perf_counter()
+            static.run_prefix()
             self._sync()
             encoded = time.perf_counter()
-            actions = self.model.sample_actions(
-                inputs, steps, generator, model_guidance, kv=kv, reuse_prefix=self.use_prefix_cache
-            )
+            actions = static.run_denoise()
+        else:
+            inputs = host_inputs.to(self.device)
+            inputs.pixel_values = inputs.pixel_values.to(self.dtype)
+            self._sync()
+            prepared = time.perf_counter()
+            with torch.inference_mode(model_guidance is None):
+                kv = self.model.encode_prefix(inputs) if self.use_prefix_cache else None
+                self._sync()
+                encoded = time.perf_counter()
+                actions = self.model.sample_actions(
+                    inputs, steps, generator, model_guidance, kv=kv, reuse_prefix=self.use_prefix_cache
+                )
         self._sync()
         sampled = time.perf_counter()
         chunks = self.processor.robot_actions(actions, states)
@@ -161,6 +229,11 @@ class Evo1Policy:
             "total_ms": (done - start) * 1e3,
         }
         return chunks
+
+    def _noise(self, inputs: ModelInputs, generator: torch.Generator | None) -> torch.Tensor:
+        """The sampler's starting noise, drawn by the same call as Evo1Model.sample_actions draws it."""
+        shape = (len(inputs.action_mask), self.config.horizon, self.config.max_action_dim)
+        return torch.rand(shape, generator=generator, device=self.device) * 2 - 1
 
     def predict_chunk(
         self,

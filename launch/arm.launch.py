@@ -32,7 +32,10 @@ def _nodes(context, *args, **kwargs):
             executable=POLICY_EXECUTABLE,
             name=NODE_NAME,
             namespace=value["namespace"],
-            parameters=[arm_yaml, policy_overrides(value["checkpoint"], value["device"], value["dry_run"])],
+            parameters=[
+                arm_yaml,
+                policy_overrides(value["checkpoint"], value["device"], value["dry_run"], value["compile"]),
+            ],
             output="screen",
             emulate_tty=True,
         )

@@ -24,7 +24,7 @@ def test_bench_prints_and_writes_figures(tmp_path: Path, capsys) -> None:
             "--uncached-repeats", "2", "--json", str(out)]  # fmt: skip
     assert main(args) == 0
     printed = capsys.readouterr().out
-    assert "prefix cache on" in printed and "chunks/s" in printed and "peak memory" in printed
+    assert "path off" in printed and "chunks/s" in printed and "peak memory" in printed
     figures = json.loads(out.read_text())
     for key in ("cached", "uncached"):
         assert 0 < figures[key]["ms_p50"] <= figures[key]["ms_p95"]

@@ -185,6 +185,7 @@ def evaluate(
     dataset_key: str | None = None,
     seed: int = SEED,
     log: Any = print,
+    compile: str = "off",
 ) -> dict[str, Any]:
     """Score a checkpoint (and, with `bounds`, the experts and random actions) on `tasks`."""
     chosen = select_tasks(tasks)
@@ -196,7 +197,9 @@ def evaluate(
     if checkpoint:
         from ..policy import Evo1Policy
 
-        policy = Evo1Policy.from_checkpoint(checkpoint, device=device, dtype=dtype, dataset_key=dataset_key)
+        policy = Evo1Policy.from_checkpoint(
+            checkpoint, device=device, dtype=dtype, dataset_key=dataset_key, compile=compile
+        )
         controller, chunk_times = policy_controller(policy, steps, seed)
         start = time.monotonic()
         results = run_controller("policy", lambda _t: controller, chosen, episodes, execute_steps, seed, True, 1, log)
@@ -243,6 +246,7 @@ def evaluate(
             "seed": seed,
             "denoising_steps": steps,
             "device": device,
+            "inference_path": policy.inference_path if checkpoint else "",
         },
         "scores": scores,
         "timing": timing,
