@@ -86,7 +86,7 @@ def bringup(
             nodes.append(sim_node)
             if int(episodes) > 0 and not instruction:
                 from .sim_episodes import EpisodeRunner
-                from .sim_scene import EVAL_SEED_START
+                from .sim_seeds import EVAL_SEED_START
 
                 seeds = list(range(EVAL_SEED_START, EVAL_SEED_START + int(episodes)))
                 video_dir = Path(videos) if videos else None

@@ -76,8 +76,34 @@ def cmd_bench(args: argparse.Namespace) -> int:
         dataset_key=args.dataset_key,
         compile=args.compile,
         guided=args.guided,
+        threads=args.threads,
     )
     print(format_bench(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _numbers(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(",") if v.strip())
+
+
+def cmd_bench_train(args: argparse.Namespace) -> int:
+    from evo1_policy.bench_train import bench_train, format_bench_train
+
+    switch = {"off": (False,), "on": (True,), "both": (False, True)}[args.checkpointing]
+    result = bench_train(
+        args.config,
+        args.device,
+        _numbers(args.batch),
+        _numbers(args.stages),
+        switch,
+        args.steps,
+        args.warmup,
+        args.views,
+    )
+    print(format_bench_train(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {args.json}")
@@ -184,8 +210,23 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
         "each is compared with the first",
     )
     p.add_argument("--guided", action="store_true", help="also time RTC-guided chunks (the node's default merge)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default, one per core)")
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     handlers["bench"] = cmd_bench
+
+    p = sub.add_parser("bench-train", help="training samples/s and peak memory per stage, batch and checkpointing")
+    p.add_argument("--preset", "--config", dest="config", default="evo1-0.77b", metavar="PRESET", help="model preset")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--batch", default="8,16,32", help="batch sizes, comma-separated")
+    p.add_argument("--stages", default="1,2", help="1 (VLM frozen), 2 (everything), comma-separated")
+    p.add_argument(
+        "--checkpointing", default="both", choices=["off", "on", "both"], help="activation checkpointing (VLM and head)"
+    )
+    p.add_argument("--steps", type=int, default=5, help="timed training steps per row")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    p.add_argument("--views", type=int, default=1, help="camera views per sample")
+    p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    handlers["bench-train"] = cmd_bench_train
 
     p = sub.add_parser("convert", help="any supported checkpoint (reference, LeRobot, ours) -> our safetensors folder")
     p.add_argument("source", type=checkpoint_arg, help="checkpoint folder or shipped name")

@@ -281,7 +281,7 @@ def register(sub: argparse._SubParsersAction, handlers: dict[str, Handler]) -> N
     _action_source(p)
     handlers["eval-bag"] = cmd_eval_bag
 
-    from .sim_scene import EVAL_SEED_START
+    from .sim_seeds import EVAL_SEED_START
 
     p = sub.add_parser("sim-eval", help="success rate of a checkpoint on the simulated arm (sim + node processes)")
     p.add_argument("--checkpoint", default="", help="default: the one the arm config names (the shipped policy)")

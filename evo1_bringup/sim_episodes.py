@@ -352,7 +352,7 @@ def main(args: list[str] | None = None) -> int:
 
     from .paths import config_path
     from .ros_io import spin_until_signal
-    from .sim_scene import EVAL_SEED_START
+    from .sim_seeds import EVAL_SEED_START
 
     parser = argparse.ArgumentParser(description="Scored episodes on the simulated arm")
     parser.add_argument("--arm-config", default="sim_arm")

@@ -26,7 +26,8 @@ from .bringup import ros_arguments
 from .paths import config_path
 from .ros_io import isolate_domain
 from .sim_episodes import EpisodeRunner, format_summary, summarize
-from .sim_scene import CUBE_COLORS, EVAL_SEED_START
+from .sim_scene import CUBE_COLORS
+from .sim_seeds import EVAL_SEED_START
 
 
 def _spawn(module: str, args: list[str], log: Path) -> subprocess.Popen:

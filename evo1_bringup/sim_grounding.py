@@ -16,7 +16,8 @@ import numpy as np
 from evo1_policy.settings import load_yaml
 from evo1_policy.vlm_pretrain import PretrainSection
 
-from .sim_scene import CUBE_COLORS, EVAL_SEED_START, Scene, instruction_for, random_placement, start_pose
+from .sim_scene import CUBE_COLORS, Scene, instruction_for, random_placement, start_pose
+from .sim_seeds import EVAL_SEED_START
 from .sim_vqa import HELD_OUT_SEED_START, TRAIN_SEED_START, render_vqa_set
 
 

@@ -28,7 +28,6 @@ CUBE_COLORS = {"red": (0.85, 0.12, 0.1), "green": (0.1, 0.65, 0.2), "blue": (0.1
 PLACEMENT_LOW, PLACEMENT_HIGH = np.array([0.25, -0.2]), np.array([0.42, 0.2])
 MIN_SEPARATION = 0.1  # ... with at least this much between cube centres
 TOUCH_MARGIN = 0.012  # the fingertip counts as touching a cube within this distance of its faces
-EVAL_SEED_START = 100_000  # evaluation placements: seeds far from the training ones (0, 1, 2, ...)
 INSTRUCTION_TEMPLATE = "touch the {color} cube"
 
 

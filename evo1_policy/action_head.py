@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .config import Evo1Config
 
@@ -167,6 +168,7 @@ class ActionHead(nn.Module):
         self.norm_out = nn.LayerNorm(width)
         self.seq_pool_proj = nn.Linear(config.horizon * width, width)
         self.mlp_head = MLP(width, head.mlp_hidden, config.horizon * config.max_action_dim)
+        self.checkpoint_blocks = False  # training: recompute each block in backward (train.enable_checkpointing)
 
     def memory_keys_values(
         self, prefix: torch.Tensor, prefix_mask: torch.Tensor | None, state: torch.Tensor
@@ -203,6 +205,9 @@ class ActionHead(nn.Module):
         x = self.action_encoder(noisy_actions.to(dtype))
         time = time_embedding.to(dtype)
         for block, keys, values in zip(self.transformer_blocks, kv.keys, kv.values, strict=True):
-            x = block(x, keys, values, kv.mask, time)
+            if self.checkpoint_blocks and self.training and torch.is_grad_enabled():
+                x = checkpoint(block, x, keys, values, kv.mask, time, use_reentrant=False)
+            else:
+                x = block(x, keys, values, kv.mask, time)
         pooled = self.seq_pool_proj(self.norm_out(x).flatten(1))
         return self.mlp_head(pooled).view(-1, self.horizon, self.action_dim)

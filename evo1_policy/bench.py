@@ -156,12 +156,15 @@ def bench(
     dataset_key: str | None = None,
     compile: str = "off",
     guided: bool = False,
+    threads: int = 0,
 ) -> dict[str, Any]:
     """Milliseconds per chunk (p50/p95/p99) after warm-up for each inference path in `compile`
     (side by side, in this one process), plain and, with `guided`, RTC-guided; the prefix cache
     off as a reference (eager only); each path's warm-up time, peak memory, and its largest
     difference from the first path's chunk for the same noise."""
     modes = compile_modes(compile)
+    if threads > 0:
+        torch.set_num_threads(threads)
     if checkpoint:
         policy = Evo1Policy.from_checkpoint(checkpoint, device=device, dtype=dtype, dataset_key=dataset_key)
     else:

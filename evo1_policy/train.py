@@ -30,7 +30,7 @@ from .checkpoint import from_internvl_hf, load_checkpoint, save_checkpoint
 from .config import preset
 from .data.augment import Augmentation
 from .data.episode import DatasetError, Episode, check_consistent
-from .model import Evo1Model
+from .model import Evo1Model, ModelInputs
 from .normalize import Normalizer
 from .processor import Observation, Processor
 from .settings import load_yaml
@@ -80,7 +80,8 @@ class TrainSection:
     grad_clip: float = 1.0
     seed: int = 0
     augment: bool = True
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = False  # the VLM's layers: recomputed in backward (memory for time)
+    head_checkpointing: bool = False  # the action head's blocks, likewise
     save_every: int = 500
     log_every: int = 10
     device: str = "auto"
@@ -247,6 +248,47 @@ class Distributed:
         return cls(dist.get_rank(), world)
 
 
+def set_stage_trainable(model: Evo1Model, stage: int) -> None:
+    """Stage 1: the action head (with the integration module) learns, the VLM is frozen. Stage 2:
+    everything learns."""
+    for p in model.embedder.parameters():
+        p.requires_grad_(stage == 2)
+    for p in model.action_head.parameters():
+        p.requires_grad_(True)
+
+
+def enable_checkpointing(model: Evo1Model, vlm: bool, head: bool) -> None:
+    """Activation checkpointing: recompute the VLM's layers (transformers' own) and/or the head's
+    blocks in the backward pass instead of keeping their activations (memory for time)."""
+    backbone = model.embedder.model
+    if vlm:
+        enable = getattr(backbone, "activation_checkpointing_enable", None) or backbone.gradient_checkpointing_enable
+        enable()
+    elif backbone.is_gradient_checkpointing:
+        backbone.gradient_checkpointing_disable()
+    model.action_head.checkpoint_blocks = head
+
+
+def optimize_step(
+    module: nn.Module,
+    model: Evo1Model,
+    inputs: ModelInputs,
+    target: torch.Tensor,
+    draws: tuple[torch.Tensor, torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    grad_clip: float,
+) -> torch.Tensor:
+    """One optimiser step on the flow-matching loss (bf16 autocast on CUDA); the loss, detached."""
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if target.device.type == "cuda" else nullcontext()
+    with autocast:
+        loss = module(inputs, target, draws)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], grad_clip)
+    optimizer.step()
+    return loss.detach()
+
+
 class Trainer:
     def __init__(self, config: TrainConfig, log: Any = print, bag_spec: BagSpec | None = None):
         self.config = config
@@ -288,10 +330,7 @@ class Trainer:
             config = preset(m.preset)
             config.instruction_first = m.instruction_first or config.instruction_first
             model, tokenizer = Evo1Model(config), PromptTokenizer.from_dir()
-        if self.config.train.gradient_checkpointing:
-            vlm = model.embedder.model
-            enable = getattr(vlm, "activation_checkpointing_enable", None) or vlm.gradient_checkpointing_enable
-            enable()
+        enable_checkpointing(model, self.config.train.gradient_checkpointing, self.config.train.head_checkpointing)
         return model.to(self.device), tokenizer
 
     # -------------------------------------------------------------------------------- one stage
@@ -319,10 +358,7 @@ class Trainer:
         t = self.config.train
         steps = t.stage1_steps if stage == 1 else t.stage2_steps
         trainable_vlm = stage == 2
-        for p in self.model.embedder.parameters():
-            p.requires_grad_(trainable_vlm)
-        for p in self.model.action_head.parameters():
-            p.requires_grad_(True)
+        set_stage_trainable(self.model, stage)
         module: nn.Module = self.model
         if self.dist.world > 1:
             module = nn.parallel.DistributedDataParallel(
@@ -385,14 +421,7 @@ class Trainer:
             (t.batch_size, *target.shape[1:]), _torch_generator(seed, stage, step, 3)
         )
         draws = (noise[mine].to(self.device), times[mine].to(self.device))
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else nullcontext()
-        with autocast:
-            loss = module(inputs, target, draws)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], t.grad_clip)
-        optimizer.step()
-        value = loss.detach()
+        value = optimize_step(module, self.model, inputs, target, draws, optimizer, t.grad_clip)
         if self.dist.world > 1:
             import torch.distributed as dist
 

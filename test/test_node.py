@@ -378,3 +378,20 @@ def test_compressed_camera_and_gripper_on_its_own_topic(ros_context, ros_env, no
     trajectories = [m for _, m in recorder.received.trajectories]
     assert trajectories and all(list(m.joint_names) == CONFIG.joints.names for m in trajectories)
     assert recorder.last_status().reject_causes == []
+
+
+def test_compile_switch_warms_up_at_configure_and_names_the_path(ros_context, ros_env, nodes_in) -> None:
+    """model.compile 'graphs' on a machine without CUDA: one clear warning, eager chunks, and the
+    status says which path runs and how long the warm-up at configure took."""
+    process, sim, recorder = node_sim_recorder(ros_env, nodes_in, model__compile="graphs", model__device="cpu")
+    try:
+        recorder.instruct("touch the red block")
+        assert spin_for(ros_context, [sim, recorder], 60.0, until=lambda: len(recorder.received.chunks) >= 2)
+        status = recorder.last_status()
+    finally:
+        output = stop_node(process)
+    assert status.inference_path == "eager" and status.warmup_time > 0, (status.inference_path, status.warmup_time)
+    assert output.count("'graphs' needs CUDA") == 1, output[-2000:]
+    assert "inference path: eager; warm-up took" in output
+    with pytest.raises(ValueError, match="model.compile 'fast' unknown"):
+        ArmConfig.from_parameters({"model.compile": "fast"}).validate()

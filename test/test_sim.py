@@ -14,7 +14,6 @@ from evo1_bringup.paths import checkpoint_path, config_path
 from evo1_bringup.sim_expert import ReachExpert
 from evo1_bringup.sim_scene import (
     CUBE_COLORS,
-    EVAL_SEED_START,
     HOME,
     MIN_SEPARATION,
     Scene,
@@ -22,6 +21,7 @@ from evo1_bringup.sim_scene import (
     random_placement,
     start_pose,
 )
+from evo1_bringup.sim_seeds import EVAL_SEED_START
 
 CONFIG = ArmConfig.from_yaml(config_path("sim_arm"))
 
