@@ -153,9 +153,10 @@ class StaticSampler:
                 self._denoise()
         torch.cuda.current_stream(self.model.device).wait_stream(side)
         prefix_graph, denoise_graph = torch.cuda.CUDAGraph(), torch.cuda.CUDAGraph()
-        with torch.cuda.graph(prefix_graph):
+        # thread_local: CUDA work of other threads (a node's other callbacks) does not spoil the capture
+        with torch.cuda.graph(prefix_graph, capture_error_mode="thread_local"):
             self._prefix()
-        with torch.cuda.graph(denoise_graph, pool=prefix_graph.pool()):
+        with torch.cuda.graph(denoise_graph, pool=prefix_graph.pool(), capture_error_mode="thread_local"):
             self._denoise()  # reads the keys/values the prefix graph writes
         self._prefix_fn, self._denoise_fn = prefix_graph.replay, denoise_graph.replay
 

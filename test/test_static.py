@@ -143,14 +143,15 @@ def test_compiled_chunks_equal_eager_ones(policy: Evo1Policy) -> None:
 
 
 def test_benchmark_commands_import_without_ros_mujoco_or_metaworld() -> None:
-    """scripts/gpu_check.sh runs `evo1 bench` and `evo1 bench-train` on a machine with torch and
-    transformers only: neither may import rclpy, MuJoCo or metaworld."""
+    """scripts/gpu_check.sh runs `evo1 bench` and `evo1 bench-train` on a GPU image with torch,
+    transformers and common packages only: neither may import rclpy, MuJoCo, metaworld, rosbags
+    or PyAV (none is on that image)."""
     script = textwrap.dedent(
         """
         import sys
         class Refuse:
             def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in ("rclpy", "mujoco", "metaworld", "gymnasium", "evo1_msgs"):
+                if name.split(".")[0] in ("rclpy", "mujoco", "metaworld", "gymnasium", "evo1_msgs", "rosbags", "av"):
                     raise ImportError(f"{name} is not on a bare GPU machine")
         sys.meta_path.insert(0, Refuse())
         from evo1_bringup.cli import main
