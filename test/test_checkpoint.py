@@ -98,6 +98,41 @@ def test_reference_names_map_with_zero_missing_keys() -> None:
         assert torch.equal(fresh.state_dict()[key], value), key
 
 
+def test_documented_reference_keys_land_where_they_belong() -> None:
+    """Independent of the test helper's inverse mapping: key names as the reference's checkpoints
+    spell them (shared/reference/evo1-model.md), each filled with its own marker value, must land
+    on our parameter of the documented meaning; the fused qkv splits by rows as q | k | v."""
+    config = preset("evo1-tiny")
+    ours = Evo1Model(config).state_dict()
+    reference = {key: torch.zeros_like(value) for key, value in to_reference_names(ours).items()}
+    width = config.vision.hidden_size
+    qkv = torch.arange(3 * width, dtype=torch.float32)[:, None].expand(-1, width).clone()
+    documented = {  # reference name -> (its marker, our name)
+        "embedder.model.vision_model.embeddings.class_embedding": (1.0, "embeddings.cls_token"),
+        "embedder.model.vision_model.embeddings.position_embedding": (2.0, "embeddings.position_embeddings"),
+        "embedder.model.vision_model.encoder.layers.1.ls1": (3.0, "encoder.layer.1.lambda_1"),
+        "embedder.model.vision_model.encoder.layers.0.attn.proj.weight": (4.0, "attention.projection_layer.weight"),
+        "embedder.model.vision_model.encoder.layers.0.norm2.bias": (5.0, "encoder.layer.0.layernorm_after.bias"),
+        "embedder.model.mlp1.0.weight": (6.0, "multi_modal_projector.layer_norm.weight"),
+        "embedder.model.mlp1.3.weight": (7.0, "multi_modal_projector.linear_2.weight"),
+        "embedder.model.language_model.model.layers.1.self_attn.k_proj.bias": (8.0, "layers.1.self_attn.k_proj.bias"),
+        "embedder.model.language_model.model.norm.weight": (9.0, "language_model.norm.weight"),
+        "action_head.mlp_head.fc1.linear.weight": (10.0, "action_head.mlp_head.fc1.weight"),
+        "action_head.action_encoder.W3.linear.bias": (11.0, "action_head.action_encoder.W3.bias"),
+    }
+    for name, (marker, _) in documented.items():
+        assert name in reference, f"the documented reference key {name} is missing"
+        reference[name] = torch.full_like(reference[name], marker)
+    reference["embedder.model.vision_model.encoder.layers.0.attn.qkv.weight"] = qkv
+    mapped, _ = map_reference_state_dict(reference, text_layers=config.text.num_layers)
+    for name, (marker, ending) in documented.items():
+        landed = [key for key, value in mapped.items() if value.numel() and bool((value == marker).all())]
+        assert len(landed) == 1 and landed[0].endswith(ending), (name, landed)
+    prefix = "embedder.model.vision_tower.encoder.layer.0.attention."
+    for i, part in enumerate("qkv"):
+        assert torch.equal(mapped[f"{prefix}{part}_proj.weight"], qkv[i * width : (i + 1) * width]), part
+
+
 def test_reference_deepspeed_folder_loads_with_weights_only(tmp_path: Path, rgb: np.ndarray) -> None:
     torch.manual_seed(3)
     model = Evo1Model(preset("evo1-tiny"))

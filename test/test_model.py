@@ -45,8 +45,6 @@ def test_batched_prediction_matches_single(tiny_policy: Evo1Policy, rgb: np.ndar
 def _row(kv, i: int):
     from evo1_policy.action_head import KeyValues
 
-    length = kv.keys[0].shape[2]
-    del length
     return KeyValues([k[i : i + 1] for k in kv.keys], [v[i : i + 1] for v in kv.values], kv.mask[i : i + 1])
 
 

@@ -393,5 +393,5 @@ def test_compile_switch_warms_up_at_configure_and_names_the_path(ros_context, ro
     assert status.inference_path == "eager" and status.warmup_time > 0, (status.inference_path, status.warmup_time)
     assert output.count("'graphs' needs CUDA") == 1, output[-2000:]
     assert "inference path: eager; warm-up took" in output
-    with pytest.raises(ValueError, match="model.compile 'fast' unknown"):
+    with pytest.raises(ValueError, match=r"model\.compile 'fast' unknown"):
         ArmConfig.from_parameters({"model.compile": "fast"}).validate()

@@ -14,8 +14,11 @@ from evo1_bringup.paths import checkpoint_path, config_path
 from evo1_bringup.sim_expert import ReachExpert
 from evo1_bringup.sim_scene import (
     CUBE_COLORS,
+    CUBE_HALF,
     HOME,
     MIN_SEPARATION,
+    PLACEMENT_HIGH,
+    PLACEMENT_LOW,
     Scene,
     named_object,
     random_placement,
@@ -29,13 +32,25 @@ CONFIG = ArmConfig.from_yaml(config_path("sim_arm"))
 def test_placements_are_seeded_separated_and_on_the_table() -> None:
     a, b = random_placement(7), random_placement(7)
     assert a.target == b.target and all(np.array_equal(a.cubes[c], b.cubes[c]) for c in CUBE_COLORS)
-    targets = set()
+    targets, every = set(), []
     for seed in range(200):
         placement = random_placement(seed)
         points = np.stack(list(placement.cubes.values()))
         gaps = [np.linalg.norm(p - q) for i, p in enumerate(points) for q in points[i + 1 :]]
-        assert min(gaps) >= MIN_SEPARATION and (points[:, 0] > 0.15).all()
+        assert min(gaps) >= MIN_SEPARATION
         targets.add(placement.target)
+        every.append(points)
+    every = np.concatenate(every)
+    # every cube inside the placement area, and the area used: seeds spread the cubes over it
+    assert (every >= PLACEMENT_LOW).all() and (every <= PLACEMENT_HIGH).all()
+    span = PLACEMENT_HIGH - PLACEMENT_LOW
+    assert (every.min(axis=0) < PLACEMENT_LOW + 0.1 * span).all()
+    assert (every.max(axis=0) > PLACEMENT_HIGH - 0.1 * span).all()
+    # and the area lies on the table top with a cube's half size to spare (the MuJoCo model's own table)
+    table = Scene(["front"]).model.geom("table")
+    centre, half = np.asarray(table.pos[:2]), np.asarray(table.size[:2])
+    assert (centre - half <= PLACEMENT_LOW - CUBE_HALF).all()
+    assert (centre + half >= PLACEMENT_HIGH + CUBE_HALF).all()
     assert targets == set(CUBE_COLORS)
     assert random_placement(3, "green").target == "green"
     with pytest.raises(ValueError, match="unknown target 'purple'"):
