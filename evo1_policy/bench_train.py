@@ -17,9 +17,9 @@ import torch
 
 from .bench import _cpu_name, _peak_memory_mb
 from .config import preset
+from .devices import resolve_device
 from .model import Evo1Model
 from .normalize import Normalizer
-from .policy import resolve_device
 from .processor import Observation, Processor
 from .tokenizer import PromptTokenizer
 from .train import enable_checkpointing, optimize_step, parameter_groups, set_stage_trainable

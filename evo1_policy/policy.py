@@ -19,30 +19,13 @@ import torch
 
 from .checkpoint import LoadReport, load_checkpoint, save_checkpoint
 from .config import COMPILE_MODES, Evo1Config, preset
+from .devices import resolve_device, resolve_dtype
 from .guidance import ChunkGuidance
 from .model import Evo1Model, Guidance, ModelInputs, building_in
 from .normalize import Normalizer
 from .processor import Observation, Processor
 from .static import ShapeKey, StaticPaths, StaticSampler, bucket_length, pad_inputs, positions_on_host
 from .tokenizer import PromptTokenizer
-
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} requested but CUDA is not available on this machine")
-    return torch.device(device)
-
-
-def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
-    if dtype is None or dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype {dtype!r} unsupported; choose one of {sorted(DTYPES)}")
-    return DTYPES[dtype]
 
 
 @dataclass

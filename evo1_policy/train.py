@@ -30,6 +30,7 @@ from .checkpoint import from_internvl_hf, load_checkpoint, save_checkpoint
 from .config import preset
 from .data.augment import Augmentation
 from .data.episode import DatasetError, Episode, check_consistent
+from .devices import resolve_device
 from .model import Evo1Model, ModelInputs
 from .normalize import Normalizer
 from .processor import Observation, Processor
@@ -312,10 +313,7 @@ class Trainer:
         self._tensorboard: Any = None  # None: not tried yet; False: not installed
 
     def _device(self) -> torch.device:
-        wanted = self.config.train.device
-        if wanted == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(wanted)
+        return resolve_device(self.config.train.device)
 
     def _model(self) -> tuple[Evo1Model, PromptTokenizer]:
         m = self.config.model

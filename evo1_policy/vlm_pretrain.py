@@ -41,6 +41,7 @@ from .checkpoint import (
     map_internvl_hf_state_dict,
 )
 from .config import PAD_ID, Evo1Config
+from .devices import resolve_device
 from .images import normalize_image
 from .tokenizer import PromptTokenizer
 
@@ -202,9 +203,7 @@ def pretrain(
 
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    device = torch.device(
-        ("cuda" if torch.cuda.is_available() else "cpu") if section.device == "auto" else section.device
-    )
+    device = resolve_device(section.device)
     torch.manual_seed(section.seed)
     tokenizer = PromptTokenizer.from_dir()
     model = VisionLanguageModel(config).to(device)
