@@ -154,6 +154,11 @@ class ArmConfig:
         return list(self.joints.max_velocity) + ([self.gripper.max_velocity] if self.gripper.name else [])
 
     @property
+    def gripper_dims(self) -> list[int]:
+        """Model dims that are a gripper (scored apart: open/close, not a joint angle)."""
+        return [len(self.joints.names)] if self.gripper.name else []
+
+    @property
     def trajectory_names(self) -> list[str]:
         if self.gripper.name and self.gripper.output == "trajectory":
             return self.action_names

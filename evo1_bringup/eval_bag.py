@@ -67,7 +67,7 @@ def eval_bags(
     if not episodes:
         raise DatasetError("nothing to score, every recording was skipped:\n" + "\n".join(skipped))
     every = every or config.control.execute_steps
-    gripper_dims = [len(config.joints.names)] if config.gripper.name else []
+    gripper_dims = config.gripper_dims
     total = sum(len(range(0, e.length, every)) for e in episodes) * len(policies)
     results: dict[str, list[EpisodeResult]] = {}
     with tqdm(total=total, desc="eval-bag", unit="chunk", dynamic_ncols=True) as progress:

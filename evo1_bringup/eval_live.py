@@ -9,7 +9,6 @@ it is scored on the same metrics as the open-loop mode, plus observation-to-comm
 
 from __future__ import annotations
 
-import importlib
 import time
 from pathlib import Path
 from typing import Any
@@ -26,20 +25,13 @@ from trajectory_msgs.msg import JointTrajectory
 from evo1_msgs.msg import ActionChunk, PolicyStatus
 from evo1_msgs.srv import Reset
 from evo1_policy.data.episode import DatasetError
-from evo1_policy.data.rosbag import BagSpec, read_bag, typestore
+from evo1_policy.data.rosbag import BagSpec, message_class, read_bag, typestore
 from evo1_policy.evaluate import EpisodeResult, metrics
 from evo1_policy.report import write_report
 
 from .arm_config import NODE_NAME, ArmConfig
 from .paths import config_path
 from .ros_io import COMMAND_QOS, INSTRUCTION_QOS, stamp_seconds
-
-
-def get_message(msgtype: str) -> type:
-    """The rclpy class of 'pkg/msg/Name'."""
-    package, _, name = msgtype.split("/")
-    return getattr(importlib.import_module(f"{package}.msg"), name)
-
 
 RECORDED = (("trajectory", JointTrajectory), ("action_chunk", ActionChunk), ("status", PolicyStatus))
 
@@ -69,7 +61,7 @@ def replay_bag(
             if topic not in publishers:
                 qos = INSTRUCTION_QOS if msgtype == "std_msgs/msg/String" else qos_profile_sensor_data
                 name = topic.lstrip("/") if not node_ns else f"{node_ns.rstrip('/')}/{topic.lstrip('/')}"
-                publishers[topic] = (node.create_publisher(get_message(msgtype), name, qos), get_message(msgtype))
+                publishers[topic] = (node.create_publisher(message_class(msgtype), name, qos), message_class(msgtype))
         connections = {}
         for suffix, kind in RECORDED:
             topic = config.topics.trajectory if suffix == "trajectory" else f"{prefix}/{suffix}"
@@ -144,7 +136,7 @@ def eval_live(
     spec = BagSpec.from_arm_config(config)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    gripper_dims = [len(config.joints.names)] if config.gripper.name else []
+    gripper_dims = config.gripper_dims
     results, per_bag, latency = [], {}, {}
     for i, bag in enumerate(bags):
         episode = read_bag(bag, spec, None, i)

@@ -19,6 +19,8 @@ from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from evo1_policy.stamps import seconds, stamp_seconds
+
 from .safety import finite_difference_velocities
 
 # The instruction is latched: a node that starts later still gets the last one.
@@ -36,8 +38,8 @@ def trajectory_message(names: list[str], points: np.ndarray, start: np.ndarray, 
     columns = len(names)
     velocities = finite_difference_velocities(points, start, times)
     msg = JointTrajectory(joint_names=list(names))
-    for position, velocity, seconds in zip(points, velocities, times, strict=True):
-        nanoseconds = round(float(seconds) * 1e9)
+    for position, velocity, offset in zip(points, velocities, times, strict=True):
+        nanoseconds = round(float(offset) * 1e9)
         msg.points.append(
             JointTrajectoryPoint(
                 positions=position[:columns].tolist(),
@@ -54,17 +56,6 @@ def isolate_domain() -> int:
     if not os.environ.get("ROS_DOMAIN_ID"):
         os.environ["ROS_DOMAIN_ID"] = str(150 + os.getpid() % 80)
     return int(os.environ["ROS_DOMAIN_ID"])
-
-
-def seconds(time: Any) -> float:
-    """A builtin_interfaces Time or Duration in seconds."""
-    return time.sec + time.nanosec * 1e-9
-
-
-def stamp_seconds(msg: Any) -> float:
-    """A message's header stamp in seconds (0 when it has no header)."""
-    header = getattr(msg, "header", None)
-    return seconds(header.stamp) if header is not None else 0.0
 
 
 def follow_trajectory(follower: Any, msg: JointTrajectory, ros_now: float) -> str:

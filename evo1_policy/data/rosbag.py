@@ -21,6 +21,7 @@ from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
 from ..images import ImageError, decode_compressed_msg, decode_image_msg, resize_square
 from ..joints import JointStateError, joint_positions
+from ..stamps import seconds, stamp_seconds
 from .episode import DatasetError, Episode
 
 ACTION_SOURCES = ("command", "next-state")
@@ -95,20 +96,23 @@ def deserialize(reader: AnyReader, raw: bytes, msgtype: str) -> Any:
         return reader.deserialize(raw, msgtype)
     except Exception as error:  # noqa: BLE001 - rosbags raises plain exceptions for size mismatches
         try:
-            import importlib
-
             from rclpy.serialization import deserialize_message
         except ImportError:
             raise error from None
-        package, _, name = msgtype.split("/")
-        return deserialize_message(bytes(raw), getattr(importlib.import_module(f"{package}.msg"), name))
+        return deserialize_message(bytes(raw), message_class(msgtype))
+
+
+def message_class(msgtype: str) -> type:
+    """The ROS 2 Python class of 'pkg/msg/Name' (imported only when asked for: needs a ROS install)."""
+    import importlib
+
+    package, _, name = msgtype.split("/")
+    return getattr(importlib.import_module(f"{package}.msg"), name)
 
 
 def _stamp(msg: Any, log_time_ns: int) -> float:
-    header = getattr(msg, "header", None)
-    if header is not None and (header.stamp.sec or header.stamp.nanosec):
-        return header.stamp.sec + header.stamp.nanosec * 1e-9
-    return log_time_ns * 1e-9
+    """The header stamp, or the time the bag logged the message when it has none (or a zero one)."""
+    return stamp_seconds(msg) or log_time_ns * 1e-9
 
 
 def _find(topics: dict[str, Any], wanted: str, path: Path, what: str) -> Any:
@@ -283,7 +287,7 @@ def _command(msg: Any, msgtype: str, spec: BagSpec, path: Path, number: int, sta
             raise DatasetError(f"{where}: trajectory has no points")
         names = list(msg.joint_names)
         positions = np.stack([joint_positions(names, list(p.positions), spec.joint_names) for p in msg.points])
-        times = np.array([p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in msg.points])
+        times = np.array([seconds(p.time_from_start) for p in msg.points])
         return _Command(start, times, positions)
     except JointStateError as error:
         raise DatasetError(f"{where}: {str(error).replace('joint_states', 'command')}") from None
