@@ -11,8 +11,6 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(include=["evo1_policy", "evo1_policy.*", "evo1_bringup", "evo1_bringup.*"]),
-    package_data={"evo1_policy": ["assets/**/*"]},
-    include_package_data=True,
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

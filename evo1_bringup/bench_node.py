@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,6 +29,7 @@ from evo1_msgs.msg import PolicyStatus
 
 from .arm_config import NODE_NAME, ArmConfig
 from .paths import config_path
+from .process import start_policy_node
 from .ros_io import COMMAND_QOS, INSTRUCTION_QOS, stamp_seconds
 
 
@@ -123,14 +122,6 @@ def node_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def start_policy_process(arm_yaml: Path, env: dict[str, str] | None = None, **params: Any) -> subprocess.Popen:
-    exe = Path(sys.executable).parent / "evo1_policy_node"
-    args = [str(exe), "--ros-args", "--params-file", str(arm_yaml)]
-    for name, value in params.items():
-        args += ["-p", f"{name}:={str(value).lower() if isinstance(value, bool) else value}"]
-    return subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
 def spin(executor: SingleThreadedExecutor, seconds: float) -> None:
     end = time.monotonic() + seconds
     while time.monotonic() < end:
@@ -152,7 +143,7 @@ def bench_node(
         arm_yaml = config_with_cameras(arm_config, cameras, Path(tmp), **overrides)
         config = ArmConfig.from_yaml(arm_yaml)
         env = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
-        process = start_policy_process(arm_yaml, env)
+        process = start_policy_node(arm_yaml, env=env)
         try:
             with rclpy.init():
                 feeder = Feeder(config, image_shape)

@@ -19,22 +19,15 @@ from .arm_config import ArmConfig
 from .launch_args import parse_bool, policy_overrides
 from .node import PolicyNode
 from .paths import config_path
+from .process import ros_arguments as process_arguments
 from .ros_io import INSTRUCTION_QOS, spin_until_signal
-
-
-def _ros_value(value: object) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def ros_arguments(
     arm_yaml: str, checkpoint: str, device: str, dry_run: str, namespace: str, compile: str = ""
 ) -> list[str]:
-    args = ["--ros-args", "--params-file", arm_yaml]
-    for name, value in policy_overrides(checkpoint, device, dry_run, compile).items():
-        args += ["-p", f"{name}:={_ros_value(value)}"]
-    if namespace.strip("/"):
-        args += ["-r", f"__ns:=/{namespace.strip('/')}"]
-    return args
+    """The node's arguments from launch arguments, as arm.launch.py sets them."""
+    return process_arguments(arm_yaml, policy_overrides(checkpoint, device, dry_run, compile), namespace)
 
 
 class Monitor(Node):
@@ -49,10 +42,10 @@ class Monitor(Node):
         self.create_timer(every, self._report)
 
     def _report(self) -> None:
-        p = self.policy
-        latency = p._latencies[-1] * 1e3 if p._latencies else float("nan")
+        now = self.policy.snapshot()
+        latency = now.last_latency * 1e3 if now.last_latency is not None else float("nan")
         print(
-            f"[evo1] {p._reason or 'commanding'} | chunks {p._chunks} | trajectories {p._trajectories} | "
+            f"[evo1] {now.reason or 'commanding'} | chunks {now.chunks} | trajectories {now.trajectories} | "
             f"last inference {latency:.0f} ms",
             flush=True,
         )
@@ -103,13 +96,15 @@ def bringup(
         if policy.configure_failed:
             for node in nodes:
                 node.destroy_node()
-            raise RuntimeError(policy._last_error)
+            raise RuntimeError(policy.snapshot().last_error)
+        final = policy.snapshot()
         summary = {
             "seconds": round(time.monotonic() - started, 1),
-            "chunks": policy._chunks,
-            "trajectories": policy._trajectories,
-            "rejected": dict(policy._counters.causes),
-            "last_reason": policy._reason,
+            "chunks": final.chunks,
+            "trajectories": final.trajectories,
+            "rejected": final.rejected,
+            "last_reason": final.reason,
+            "inference_path": final.inference_path,
         }
         if sim_node is not None:
             summary["sim_trajectories_followed"] = sim_node.trajectories

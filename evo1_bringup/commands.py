@@ -317,7 +317,11 @@ def register(sub: argparse._SubParsersAction, handlers: dict[str, Handler]) -> N
 
     p = sub.add_parser("vqa-eval", help="held-out VQA accuracy of a pretrained VLM (or of a policy's backbone)")
     p.add_argument("vlm", help="folder written by evo1 pretrain-vlm (its language head reads the answers)")
-    p.add_argument("--checkpoint", help="a policy checkpoint: score its backbone instead (after action training)")
+    p.add_argument(
+        "--checkpoint",
+        type=checkpoint_arg,
+        help="a policy checkpoint (folder or shipped name): score its backbone instead (after action training)",
+    )
     p.add_argument("--scenes", type=int, default=500, help="held-out scenes asked")
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     handlers["vqa-eval"] = cmd_vqa_eval

@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -39,6 +38,7 @@ from .arm_config import NODE_NAME, ArmConfig
 from .bench_node import config_copy
 from .command_audit import audit_commands, message_start
 from .follower import TrajectoryFollower
+from .process import start_policy_node
 from .ros_io import COMMAND_QOS, INSTRUCTION_QOS, follow_trajectory, isolate_domain
 
 FRAME = (72, 96)  # height, width of the stand-in cameras' frames
@@ -229,11 +229,7 @@ def fuzz_node(arm_config: str = "sim_arm", checkpoint: str = "", duration: float
         arm_yaml = config_copy(arm_config, Path(tmp), **model)
         config = ArmConfig.from_yaml(arm_yaml)
         log = Path(tmp) / "node.log"
-        exe = Path(sys.executable).parent / "evo1_policy_node"
-        command = [str(exe), "--ros-args", "--params-file", str(arm_yaml)]
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        with log.open("w") as handle:
-            process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env)
+        process = start_policy_node(arm_yaml, output=log)
         freezes: list[float] = []
         try:
             with rclpy.init():

@@ -81,6 +81,19 @@ class Snapshot:
     received: float  # monotonic arrival of the newest camera frame used
 
 
+@dataclass(frozen=True)
+class NodeSnapshot:
+    """What the node has done so far, read under its lock: for progress lines and summaries."""
+
+    reason: str  # why it is not commanding ("" when it is)
+    chunks: int
+    trajectories: int
+    last_latency: float | None  # seconds of the last chunk, None before the first
+    rejected: dict[str, int]  # rejected inputs and outputs by cause
+    last_error: str
+    inference_path: str
+
+
 @dataclass
 class Counters:
     """Rejected inputs by stable cause, bounded: the last detail of each cause is kept beside it."""
@@ -110,7 +123,10 @@ class PolicyNode(LifecycleNode):
         self._worker: threading.Thread | None = None
         self._stop_worker = False
         self._warmup_time = 0.0
-        self._entities: list[Any] = []
+        # entities of the configured state, created by configure and destroyed by cleanup/shutdown
+        self._subscriptions: list[Any] = []
+        self._publishers: list[Any] = []
+        self._services: list[Any] = []
         self._control_timers: list[Any] = []
         self._reset_state()
         # The status lives as long as the node: a configure failure is reported there too.
@@ -267,18 +283,14 @@ class PolicyNode(LifecycleNode):
             self._wake.notify_all()
         if self._worker is not None:
             self._worker.join(timeout=5.0)
-        for entity in self._entities:
-            self._destroy(entity)
-        self._entities = []
-
-    def _destroy(self, entity: Any) -> None:
-        for kind in ("subscription", "publisher", "service"):
-            destroy = getattr(self, f"destroy_{kind}")
-            try:
-                destroy(entity)
-                return
-            except (TypeError, ValueError, AttributeError):
-                continue
+        # what configure created, each destroyed by its own kind (as ros2/demos lifecycle_py does)
+        for subscription in self._subscriptions:
+            self.destroy_subscription(subscription)
+        for publisher in self._publishers:
+            self.destroy_publisher(publisher)
+        for service in self._services:
+            self.destroy_service(service)
+        self._subscriptions, self._publishers, self._services = [], [], []
 
     # ------------------------------------------------------------------ interfaces
     def _create_interfaces(self, config: ArmConfig) -> None:
@@ -286,23 +298,23 @@ class PolicyNode(LifecycleNode):
         self._camera_msgs: list[Stamped | None] = [None] * len(c.names)
         for index, (name, topic, compressed) in enumerate(zip(c.names, c.topics, c.compressed, strict=True)):
             kind = CompressedImage if compressed else Image
-            self._entities.append(
+            self._subscriptions.append(
                 self.create_subscription(
                     kind, topic, lambda msg, i=index, n=name: self._on_image(i, n, msg), qos_profile_sensor_data
                 )
             )
         t = config.topics
-        self._entities += [
+        self._subscriptions += [
             self.create_subscription(JointState, t.joint_states, self._on_joint_state, qos_profile_sensor_data),
             self.create_subscription(String, t.instruction, self._on_instruction, INSTRUCTION_QOS),
-            self.create_service(Reset, "~/reset", self._on_reset),
         ]
+        self._services.append(self.create_service(Reset, "~/reset", self._on_reset))
         self.trajectory_pub = self.create_publisher(JointTrajectory, t.trajectory, COMMAND_QOS)
         self.chunk_pub = self.create_publisher(ActionChunk, t.action_chunk, 10)
         self.gripper_pub = None
         if config.gripper.name and config.gripper.output == "topic":
             self.gripper_pub = self.create_publisher(Float64, config.gripper.topic, COMMAND_QOS)
-        self._entities += [p for p in (self.trajectory_pub, self.chunk_pub, self.gripper_pub) if p]
+        self._publishers += [p for p in (self.trajectory_pub, self.chunk_pub, self.gripper_pub) if p]
 
     # ------------------------------------------------------------------ inputs (callbacks: store only)
     def _reject(self, cause: str, detail: str = "") -> None:
@@ -711,6 +723,18 @@ class PolicyNode(LifecycleNode):
             self._reason = reason
             self._status_changed = True
             self._publish_status(force=True)
+
+    def snapshot(self) -> NodeSnapshot:
+        with self._lock:
+            return NodeSnapshot(
+                reason=self._reason,
+                chunks=self._chunks,
+                trajectories=self._trajectories,
+                last_latency=self._latencies[-1] if self._latencies else None,
+                rejected=dict(self._counters.causes),
+                last_error=self._last_error,
+                inference_path=self.policy.inference_path if self.policy is not None else "",
+            )
 
     def _publish_status(self, force: bool = False) -> None:
         if not (force or self._status_changed) or not hasattr(self, "status_pub"):

@@ -31,8 +31,12 @@ def config_path(name_or_path: str) -> Path:
     for folder in (share_dir() / "config", _CHECKOUT / "config"):
         if (folder / name).is_file():
             return folder / name
-    available = sorted(p.stem for p in (_CHECKOUT / "config").glob("*.yaml"))
-    raise FileNotFoundError(f"arm config {name_or_path!r} not found; the suite ships {available}")
+    raise FileNotFoundError(f"arm config {name_or_path!r} not found; the suite ships {shipped_arm_configs()}")
+
+
+def shipped_arm_configs() -> list[str]:
+    """Names of the arm configs in config/ (the node's parameter files; not the training configs beside them)."""
+    return sorted(p.stem for p in (_CHECKOUT / "config").glob("*.yaml") if "ros__parameters" in p.read_text())
 
 
 def checkpoint_path(name_or_path: str) -> Path:

@@ -22,8 +22,9 @@ import rclpy
 from rclpy.executors import SingleThreadedExecutor
 
 from .arm_config import ArmConfig
-from .bringup import ros_arguments
+from .launch_args import policy_overrides
 from .paths import config_path
+from .process import start_policy_node
 from .ros_io import isolate_domain
 from .sim_episodes import EpisodeRunner, format_summary, summarize
 from .sim_scene import CUBE_COLORS
@@ -113,10 +114,10 @@ def sim_eval(
     seeds = list(range(seed_start, seed_start + episodes))
     isolate_domain()
     policy_log = out_dir / "policy.log"
-    policy_args = ros_arguments(str(arm_yaml), checkpoint, device, "false", "", compile)
+    overrides = policy_overrides(checkpoint, device, "false", compile)
     processes = [
         _simulator(arm_yaml, seed_start, episode_timeout, out_dir),
-        ("policy node", _spawn("evo1_bringup.node", policy_args, policy_log), policy_log),
+        ("policy node", start_policy_node(arm_yaml, overrides, policy_log), policy_log),
     ]
     label = "wrong instruction: " if wrong_instruction else ""
     runner = _run(

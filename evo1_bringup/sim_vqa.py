@@ -32,8 +32,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from evo1_policy.data.vqa import VQAItem, VQASet
 from evo1_policy.images import resize_square
-from evo1_policy.vlm_pretrain import VQAItem, VQASet
 
 from .sim_expert import ReachExpert
 from .sim_scene import CUBE_COLORS, PLACEMENT_HIGH, PLACEMENT_LOW, Placement, Scene, random_placement, start_pose

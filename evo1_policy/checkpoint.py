@@ -517,7 +517,9 @@ def _lerobot_config(base: Evo1Config, raw: dict[str, Any]) -> Evo1Config:
     config = Evo1Config.from_dict(base.to_dict())
     config.era = "lerobot"
     config.head.time_index_scale = 999
-    config.num_inference_steps = int(raw.get("num_inference_timesteps", raw.get("num_inference_steps", 32)))
+    # LeRobot's config names the step count either way; without it, the base preset's (Evo-1's 32)
+    steps = raw.get("num_inference_timesteps", raw.get("num_inference_steps", base.num_inference_steps))
+    config.num_inference_steps = int(steps)
     config.pad_to_max_length = False  # padded to the batch's longest prompt ...
     config.head_attends_padding = False  # ... and the head masks padding and missing views
     config.missing_view_fill = "black"

@@ -41,28 +41,12 @@ from .checkpoint import (
     map_internvl_hf_state_dict,
 )
 from .config import PAD_ID, Evo1Config
+from .data.vqa import VQAItem, VQASet  # noqa: F401 - also this module's names for them
 from .devices import resolve_device
 from .images import normalize_image
 from .tokenizer import PromptTokenizer
 
 LM_HEAD_KEY = "lm_head.weight"
-
-
-@dataclass(frozen=True)
-class VQAItem:
-    scene: int  # index into VQASet.images
-    question: str
-    answer: str
-    kind: str  # the question's family, for accuracy per kind
-
-
-@dataclass
-class VQASet:
-    images: np.ndarray  # (N, views, H, W, 3) uint8 RGB
-    items: list[VQAItem]
-
-    def kinds(self) -> list[str]:
-        return sorted({item.kind for item in self.items})
 
 
 @dataclass

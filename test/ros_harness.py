@@ -19,22 +19,19 @@ from trajectory_msgs.msg import JointTrajectory
 
 from evo1_bringup.arm_config import ArmConfig
 from evo1_bringup.command_audit import Audit, audit_commands, message_start
+from evo1_bringup.process import start_policy_node
 from evo1_bringup.ros_io import COMMAND_QOS, INSTRUCTION_QOS, seconds
 from evo1_bringup.sim_arm import SimArmNode
 from evo1_msgs.msg import ActionChunk, PolicyStatus
 
 SIM_YAML = REPO / "config" / "sim_arm.yaml"
-NODE_EXECUTABLE = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "evo1_policy_node"
 
 
 def start_node(env: dict[str, str], yaml: Path = SIM_YAML, **overrides: Any) -> subprocess.Popen[str]:
-    args = [str(NODE_EXECUTABLE), "--ros-args", "--params-file", str(yaml)]
     if "model__preset" in overrides and "model__checkpoint" not in overrides:
         overrides["model__checkpoint"] = "''"  # the untrained preset, not the arm config's checkpoint
-    for name, value in overrides.items():
-        text = str(value).lower() if isinstance(value, bool) else str(value)
-        args += ["-p", f"{name.replace('__', '.')}:={text}"]
-    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    params = {name.replace("__", "."): value for name, value in overrides.items()}
+    return start_policy_node(yaml, params, subprocess.PIPE, env)
 
 
 def node_sim_recorder(ros_env: dict[str, str], nodes_in: Any, **overrides: Any):

@@ -11,8 +11,9 @@ from rclpy.executors import SingleThreadedExecutor
 from std_msgs.msg import String
 
 from evo1_bringup.arm_config import ArmConfig
-from evo1_bringup.bench_node import Feeder, config_with_cameras, node_rss_mb, spin, start_policy_process
+from evo1_bringup.bench_node import Feeder, config_with_cameras, node_rss_mb, spin
 from evo1_bringup.command_audit import audit_commands, message_start
+from evo1_bringup.process import start_policy_node
 
 
 @pytest.mark.slow
@@ -20,7 +21,7 @@ from evo1_bringup.command_audit import audit_commands, message_start
 def test_three_cameras_at_30_hz_for_60_s(ros_context, ros_env, tmp_path: Path) -> None:
     arm_yaml = config_with_cameras("sim_arm", 3, tmp_path, **{"model.checkpoint": "", "model.preset": "evo1-tiny"})
     config = ArmConfig.from_yaml(arm_yaml)
-    process = start_policy_process(arm_yaml, ros_env)
+    process = start_policy_node(arm_yaml, env=ros_env)
     feeder = Feeder(config, (480, 640), context=ros_context)
     executor = SingleThreadedExecutor(context=ros_context)
     executor.add_node(feeder)
