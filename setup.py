@@ -16,6 +16,7 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/config/security", glob("config/security/*.xml")),
         *[(f"share/{PACKAGE}/{folder}", glob(f"{folder}/*")) for folder in glob("models/*")],
     ],
     python_requires=">=3.10",

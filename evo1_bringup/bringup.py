@@ -24,10 +24,10 @@ from .ros_io import INSTRUCTION_QOS, spin_until_signal
 
 
 def ros_arguments(
-    arm_yaml: str, checkpoint: str, device: str, dry_run: str, namespace: str, compile: str = ""
+    arm_yaml: str, checkpoint: str, device: str, dry_run: str, namespace: str, compile: str = "", enclave: str = ""
 ) -> list[str]:
     """The node's arguments from launch arguments, as arm.launch.py sets them."""
-    return process_arguments(arm_yaml, policy_overrides(checkpoint, device, dry_run, compile), namespace)
+    return process_arguments(arm_yaml, policy_overrides(checkpoint, device, dry_run, compile), namespace, enclave)
 
 
 class Monitor(Node):
@@ -64,10 +64,12 @@ def bringup(
     report_every: float = 2.0,
     videos: str | None = None,
     compile: str = "",
+    enclave: str = "",
 ) -> dict[str, Any]:
+    """Every node in this one process shares one ROS context, so `enclave` is theirs together."""
     arm_yaml = config_path(arm_config)
     config = ArmConfig.from_yaml(arm_yaml)  # a bad YAML stops here with its problems named
-    args = ros_arguments(str(arm_yaml), checkpoint, device, dry_run, namespace, compile)
+    args = ros_arguments(str(arm_yaml), checkpoint, device, dry_run, namespace, compile, enclave)
     with rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO):
         policy = PolicyNode()
         nodes: list[Node] = [policy]

@@ -28,6 +28,7 @@ def cmd_bringup(args: argparse.Namespace) -> int:
         duration=args.duration,
         videos=args.videos,
         compile=args.compile,
+        enclave=args.enclave,
     )
     print("[evo1] summary: " + json.dumps(summary))
     return 0 if summary["chunks"] > 0 or not args.duration else 1

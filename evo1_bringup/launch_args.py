@@ -21,6 +21,7 @@ LAUNCH_ARGUMENTS = (
     LaunchArgument("namespace", "", "ROS namespace for every node (topics are relative, so they follow it)"),
     LaunchArgument("sim", "true", "true: also start the simulated arm (no hardware needed)"),
     LaunchArgument("episodes", "0", "with sim: run this many scored episodes of the sim's task and print the results"),
+    LaunchArgument("enclave", "", "SROS 2 enclave of the policy node, e.g. /evo1/policy (docs/security.md)"),
 )
 
 DEFAULTS = {arg.name: arg.default for arg in LAUNCH_ARGUMENTS}

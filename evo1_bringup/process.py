@@ -18,13 +18,17 @@ def ros_value(value: object) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def ros_arguments(params_file: str | Path, overrides: dict[str, Any] | None = None, namespace: str = "") -> list[str]:
-    """`--ros-args --params-file FILE -p name:=value ... [-r __ns:=/NS]`."""
+def ros_arguments(
+    params_file: str | Path, overrides: dict[str, Any] | None = None, namespace: str = "", enclave: str = ""
+) -> list[str]:
+    """`--ros-args --params-file FILE -p name:=value ... [-r __ns:=/NS] [--enclave /E]`."""
     args = ["--ros-args", "--params-file", str(params_file)]
     for name, value in (overrides or {}).items():
         args += ["-p", f"{name}:={ros_value(value)}"]
     if namespace.strip("/"):
         args += ["-r", f"__ns:=/{namespace.strip('/')}"]
+    if enclave:
+        args += ["--enclave", enclave]
     return args
 
 

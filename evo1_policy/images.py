@@ -17,6 +17,10 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 _CHANNELS = {"rgb8": 3, "bgr8": 3, "mono8": 1, "8UC1": 1, "8UC3": 3, "rgba8": 4, "bgra8": 4}
 SUPPORTED_ENCODINGS = tuple(_CHANNELS)
+# A compressed frame may declare at most this many pixels (an 8K camera has 33 M): a few kilobytes
+# of PNG can declare gigapixels, and decoding them would take the node's memory (OpenCV's own
+# limit is 2^30 pixels, 3 GB of RGB).
+MAX_COMPRESSED_PIXELS = 40_000_000
 
 
 class ImageError(ValueError):
@@ -63,7 +67,13 @@ def header_problem(msg: Any) -> tuple[str, str] | None:
         fmt = str(msg.format)
         if not any(kind in fmt.lower() for kind in ("jpeg", "jpg", "png")):
             return "unsupported format", f"compressed format {fmt[:40]!r} unsupported; expected jpeg or png"
-        return None if len(msg.data) else ("empty image", "empty compressed image")
+        if not len(msg.data):
+            return "empty image", "empty compressed image"
+        size = compressed_size(bytes(msg.data[:65536]))
+        if size is not None and size[0] * size[1] > MAX_COMPRESSED_PIXELS:
+            detail = f"compressed image declares {size[0]}x{size[1]} pixels (max {MAX_COMPRESSED_PIXELS})"
+            return "image too large", detail
+        return None
     height, width, step, encoding = int(msg.height), int(msg.width), int(msg.step), str(msg.encoding)
     if encoding not in _CHANNELS:
         expected = ", ".join(SUPPORTED_ENCODINGS)
@@ -73,6 +83,24 @@ def header_problem(msg: Any) -> tuple[str, str] | None:
     if step < width * _CHANNELS[encoding] or len(msg.data) < step * height:
         detail = f"image data {len(msg.data)} bytes, expected {step * height} for {width}x{height} {encoding}"
         return "image size mismatch", f"{detail} with step {step} (too short)"
+    return None
+
+
+def compressed_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) a PNG or JPEG declares in its header, read without decoding; None when the
+    header is not found (the decoder then decides)."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24 and data[12:16] == b"IHDR":
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if data[:2] != b"\xff\xd8":
+        return None
+    i = 2
+    while i + 9 <= len(data):  # JPEG segments: FF marker, 2-byte length; a start-of-frame holds the size
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return int.from_bytes(data[i + 7 : i + 9], "big"), int.from_bytes(data[i + 5 : i + 7], "big")
+        i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
     return None
 
 

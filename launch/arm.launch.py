@@ -36,6 +36,8 @@ def _nodes(context, *args, **kwargs):
                 arm_yaml,
                 policy_overrides(value["checkpoint"], value["device"], value["dry_run"], value["compile"]),
             ],
+            # SROS2: the node's keys and permissions (docs/security.md); rcl reads ROS_SECURITY_* too
+            ros_arguments=["--enclave", value["enclave"]] if value["enclave"] else [],
             output="screen",
             emulate_tty=True,
         )

@@ -101,7 +101,8 @@ def test_every_parameter_has_a_description() -> None:
 @pytest.mark.ros
 def test_evo1_bringup_runs_policy_and_sim(ros_env) -> None:
     result = subprocess.run(
-        [EVO1, "bringup", "--duration", "12", "--instruction", "touch the red block"],
+        # an SROS2 enclave name passes through to rcl (without ROS_SECURITY_ENABLE it is not enforced)
+        [EVO1, "bringup", "--duration", "12", "--instruction", "touch the red block", "--enclave", "/evo1/policy"],
         env=ros_env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]

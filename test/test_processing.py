@@ -8,7 +8,15 @@ import cv2
 import numpy as np
 import pytest
 
-from evo1_policy.images import ImageError, as_rgb, decode_compressed_msg, decode_image_msg, normalize_image
+from evo1_policy.images import (
+    ImageError,
+    as_rgb,
+    compressed_size,
+    decode_compressed_msg,
+    decode_image_msg,
+    header_problem,
+    normalize_image,
+)
 from evo1_policy.normalize import Normalizer, Stats
 from evo1_policy.policy import Evo1Policy
 
@@ -90,6 +98,27 @@ def test_compressed_images_decode() -> None:
     np.testing.assert_array_equal(decoded, rgb)
     with pytest.raises(ImageError, match="could not be decoded"):
         decode_compressed_msg(types.SimpleNamespace(format="jpeg", data=b"not a jpeg"))
+
+
+def test_compressed_images_that_declare_gigapixels_are_refused_before_decoding() -> None:
+    """A few kilobytes of PNG or JPEG can declare a frame of billions of pixels; its header says
+    so, and the node refuses it by that header instead of decoding it into gigabytes."""
+    frame = np.zeros((480, 640, 3), np.uint8)
+    for ext in (".png", ".jpg"):
+        ok, data = cv2.imencode(ext, frame)
+        assert ok and compressed_size(data.tobytes()) == (640, 480), ext
+        assert header_problem(types.SimpleNamespace(format=ext[1:], data=data.tobytes())) is None
+    ok, png = cv2.imencode(".png", frame)
+    bomb = bytearray(png.tobytes())
+    bomb[16:24] = (60000).to_bytes(4, "big") + (50000).to_bytes(4, "big")  # IHDR width, height
+    with pytest.raises(ImageError, match="declares 60000x50000 pixels"):
+        decode_compressed_msg(types.SimpleNamespace(format="png", data=bytes(bomb)))
+    ok, jpeg = cv2.imencode(".jpg", frame)
+    data = jpeg.tobytes()
+    sof = next(i for i in range(2, len(data) - 1) if data[i] == 0xFF and data[i + 1] in (0xC0, 0xC2))
+    bomb = bytearray(data)
+    bomb[sof + 5 : sof + 9] = (40000).to_bytes(2, "big") + (40000).to_bytes(2, "big")  # height, width
+    assert header_problem(types.SimpleNamespace(format="jpeg", data=bytes(bomb)))[0] == "image too large"
 
 
 def test_any_size_is_resized_and_normalised() -> None:
