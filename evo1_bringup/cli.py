@@ -141,6 +141,7 @@ def cmd_metaworld_record(args: argparse.Namespace) -> int:
 
 def cmd_metaworld_eval(args: argparse.Namespace) -> int:
     from evo1_policy.metaworld.evaluate import evaluate
+    from evo1_policy.metaworld.protocol import SPLITS
 
     evaluate(
         args.checkpoint,
@@ -153,7 +154,7 @@ def cmd_metaworld_eval(args: argparse.Namespace) -> int:
         args.execute_steps,
         args.bounds,
         args.dataset_key,
-        args.seed,
+        SPLITS[args.split] if args.seed is None else args.seed,
         compile=args.compile,
     )
     return 0
@@ -259,7 +260,14 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     p.add_argument("--execute-steps", type=int, default=15, help="actions run from each chunk (the reference: 15)")
     p.add_argument("--bounds", action="store_true", help="also score the scripted experts and random actions")
     p.add_argument("--dataset-key", help="norm-stats entry of a checkpoint trained on several datasets")
-    p.add_argument("--seed", type=int, default=4042, help="environment seed (the reference: 4042)")
+    p.add_argument(
+        "--split",
+        default="validation",
+        choices=["validation", "report"],
+        help="environment seed range: validation (2042) to choose checkpoints and recipes, report (4042, the "
+        "reference's) for a shipped model's figures, once",
+    )
+    p.add_argument("--seed", type=int, default=None, help="environment seed (default: the split's)")
     compile_option(p)
     handlers["metaworld-eval"] = cmd_metaworld_eval
 

@@ -137,6 +137,7 @@ def cmd_eval_bag(args: argparse.Namespace) -> int:
 
 def cmd_sim_eval(args: argparse.Namespace) -> int:
     from .sim_eval import sim_eval
+    from .sim_seeds import SPLITS
 
     for wrong in [False, True] if args.wrong_instruction == "both" else [args.wrong_instruction == "only"]:
         out = f"{args.out}/wrong_instruction" if wrong else args.out
@@ -144,7 +145,7 @@ def cmd_sim_eval(args: argparse.Namespace) -> int:
             args.checkpoint,
             args.episodes,
             out,
-            args.seed_start,
+            SPLITS[args.split] if args.seed_start is None else args.seed_start,
             wrong,
             args.videos,
             args.arm_config,
@@ -282,12 +283,19 @@ def register(sub: argparse._SubParsersAction, handlers: dict[str, Handler]) -> N
     _action_source(p)
     handlers["eval-bag"] = cmd_eval_bag
 
-    from .sim_seeds import EVAL_SEED_START
+    from .sim_seeds import EVAL_SEED_START, SPLITS
 
     p = sub.add_parser("sim-eval", help="success rate of a checkpoint on the simulated arm (sim + node processes)")
     p.add_argument("--checkpoint", default="", help="default: the one the arm config names (the shipped policy)")
     p.add_argument("--episodes", type=int, default=50, help="placements to run")
-    p.add_argument("--seed-start", type=int, default=EVAL_SEED_START, help="placements: seeds from here on")
+    p.add_argument(
+        "--split",
+        default="validation",
+        choices=["validation", "report"],
+        help=f"placements: validation (seeds from {SPLITS['validation']}) to choose checkpoints and recipes, "
+        f"report (from {SPLITS['report']}) for a shipped model's figures, once",
+    )
+    p.add_argument("--seed-start", type=int, default=None, help="placements: seeds from here on (default: the split's)")
     p.add_argument(
         "--wrong-instruction",
         default="no",

@@ -14,7 +14,9 @@ import cv2
 import numpy as np
 
 SUITE = "Meta-World/MT50"  # the reference builds all 50 environments, then picks tasks by index
-SEED = 4042  # gym.make_vec(seed=...) and reset(seed=SEED + episode)
+SEED = 4042  # gym.make_vec(seed=...) and reset(seed=SEED + episode): the reference's, for reported figures
+VALIDATION_SEED = 2042  # ours, for choosing checkpoints and recipes (recording uses 0)
+SPLITS = {"validation": VALIDATION_SEED, "report": SEED}
 CAMERA = "corner2"
 RENDER_SIZE = 480  # metaworld's default render width and height; the reference does not set them
 CROP_KEEP = 2 / 3  # centre crop after the 180 degree turn (corner cameras render upside down)
