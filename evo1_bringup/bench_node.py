@@ -28,14 +28,16 @@ from trajectory_msgs.msg import JointTrajectory
 from evo1_msgs.msg import PolicyStatus
 
 from .arm_config import NODE_NAME, ArmConfig
+from .follower import TrajectoryFollower
 from .paths import config_path
 from .process import start_policy_node
-from .ros_io import COMMAND_QOS, INSTRUCTION_QOS, stamp_seconds
+from .ros_io import COMMAND_QOS, INSTRUCTION_QOS, follow_trajectory, stamp_seconds
 
 
 class Feeder(Node):
     """Publishes camera frames (cycling a few pre-made ones) and joint states at fixed rates, and
-    records the node's trajectories and status."""
+    records the node's trajectories and status. Its arm follows the trajectories as
+    joint_trajectory_controller does (no dynamics) and keeps its own record for audits."""
 
     def __init__(
         self,
@@ -62,13 +64,24 @@ class Feeder(Node):
         self.frame_index = 0
         self.images_sent = 0
         lower, upper = np.array(config.lower), np.array(config.upper)
-        self.positions = ((lower + upper) / 2).tolist()
+        middle = (lower + upper) / 2
+        names = config.trajectory_names
+        self.follower = TrajectoryFollower(names, lower[: len(names)], upper[: len(names)], middle[: len(names)])
+        self.gripper = list(middle[len(names) :])  # a gripper on its own topic stays where it is
+        self.arm_log: list[tuple[float, np.ndarray]] = []  # (ROS time, positions): the arm's own record
+
+    @property
+    def positions(self) -> list[float]:
+        return [*self.follower.position.tolist(), *self.gripper]
 
     def _on_status(self, msg: PolicyStatus) -> None:
         self.statuses.append((time.monotonic(), msg))
 
     def _on_trajectory(self, msg: JointTrajectory) -> None:
         self.trajectories.append((time.monotonic(), msg))
+        problem, effect, where = follow_trajectory(self.follower, msg, self.get_clock().now().nanoseconds * 1e-9)
+        if not problem:
+            self.arm_log.append((effect, where))
 
     def _publish_images(self) -> None:
         height, width = self.shape
@@ -82,8 +95,11 @@ class Feeder(Node):
             self.images_sent += 1
 
     def _publish_joints(self) -> None:
+        self.follower.step(time.monotonic())
+        now = self.get_clock().now()
+        self.arm_log.append((now.nanoseconds * 1e-9, self.follower.position.copy()))
         msg = JointState(name=self.config.action_names, position=self.positions)
-        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.stamp = now.to_msg()
         self.joint_pub.publish(msg)
 
 

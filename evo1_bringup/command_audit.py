@@ -1,16 +1,21 @@
 """An audit of what a policy node commanded, judged against the arm (tests and `evo1 fuzz-node`).
 
 Written apart from the node's safety layer (safety.py) on purpose, so that a mistake in one is
-not repeated in the other. For every published JointTrajectory, with start time s (its stamp):
+not repeated in the other, and it believes only the arm: never the node's own earlier messages.
+The arm (the simulator, the fuzzer's stand-in) logs where it really is, (time, positions), at its
+own rate and at the instant each command takes effect. For every published JointTrajectory, with
+start time s (its stamp; its arrival when unstamped):
 
-- where the arm is at s: on the previous trajectory, its points linearly interpolated from
-  that message's own start (at rest after its last point); once that trajectory has ended, also
-  the arm's measured position (the last sample at or before s after the end): after a hold the
-  node restarts from the measurement, since something else may have moved the arm;
+- where the arm is at s: the arm's own sample at s (it logs one there when the command takes
+  effect), else the line between its samples around s, else its last sample before s;
 - the first point may be at most max_velocity * time_from_start away from there, and each later
   point at most max_velocity * (its time - the previous point's time) from the one before;
 - velocities within max_velocity, the last point at rest, time_from_start increasing from > 0;
 - no point further past a joint limit than the point before it (the arm's start included).
+
+A gripper commanded on its own topic (std_msgs/Float64, taking effect on arrival) is judged the
+same way: within its limits, and at most its max_velocity * one control period from where the
+arm's gripper is when the command arrives.
 """
 
 from __future__ import annotations
@@ -68,6 +73,29 @@ def _excess(p: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
     return np.maximum(np.maximum(p - upper, lower - p), 0.0)
 
 
+class ArmLog:
+    """The arm's own record, (time, positions of every action dim), in time order."""
+
+    def __init__(self, samples: Sequence[tuple[float, np.ndarray]]):
+        ordered = sorted(((float(t), np.asarray(p, float)) for t, p in samples), key=lambda sample: sample[0])
+        self.times = np.array([t for t, _ in ordered])
+        self.positions = [p for _, p in ordered]
+
+    def at(self, t: float) -> np.ndarray | None:
+        """Where the arm was at t, from its own samples; None before its first."""
+        i = int(np.searchsorted(self.times, t + EPS, side="right")) - 1
+        if i < 0:
+            return None
+        if abs(self.times[i] - t) <= EPS:
+            while i > 0 and abs(self.times[i - 1] - t) <= EPS:
+                i -= 1  # the first sample logged at t: where the arm was before a command there moved it
+            return self.positions[i]
+        if i + 1 >= len(self.times):
+            return self.positions[i]
+        fraction = (t - self.times[i]) / (self.times[i + 1] - self.times[i])
+        return self.positions[i] + fraction * (self.positions[i + 1] - self.positions[i])
+
+
 def audit_commands(
     messages: Sequence[tuple[float, JointTrajectory]],
     arm: Sequence[tuple[float, np.ndarray]],
@@ -76,13 +104,11 @@ def audit_commands(
     upper: Sequence[float],
     max_velocity: Sequence[float],
 ) -> Audit:
-    """messages: (start time, trajectory) in publishing order; arm: (time, measured positions of
-    `names`) in time order, from the arm itself (not from a topic others may write to)."""
+    """messages: (start time, trajectory) in publishing order; arm: (time, measured positions; the
+    first len(names) dims are `names`) from the arm itself (not from a topic others may write to)."""
     lo, hi, vmax = (np.asarray(v, float)[: len(names)] for v in (lower, upper, max_velocity))
-    arm_times = np.array([t for t, _ in arm])
-    arm_positions = [np.asarray(p, float)[: len(names)] for _, p in arm]
+    log = ArmLog(arm)
     audit = Audit()
-    previous: tuple[float, np.ndarray, np.ndarray, np.ndarray] | None = None
     for k, (start, msg) in enumerate(messages):
         audit.messages += 1
         where = f"trajectory {k} (start {start:.3f})"
@@ -98,30 +124,19 @@ def audit_commands(
             audit.violations.append(f"{where}: the last point is not at rest")
         if np.any(np.abs(velocities) > vmax + EPS):
             audit.violations.append(f"{where}: velocity field {np.abs(velocities).max():.4g} beyond the limit")
-        candidates: list[tuple[str, np.ndarray]] = []
-        if previous is not None:
-            candidates.append(("previous trajectory", _on_trajectory(*previous, start)))
-        ended = previous is None or start >= previous[0] + previous[2][-1] - EPS
-        if ended and len(arm_times):
-            after = previous[0] + previous[2][-1] if previous is not None else -np.inf
-            i = int(np.searchsorted(arm_times, start + EPS, side="right")) - 1
-            if i >= 0 and arm_times[i] > after - EPS:
-                candidates.append(("measured", arm_positions[i]))
-        if not candidates:
+        measured = log.at(start)
+        if measured is None:
             audit.unchecked += 1
-            previous = (start, points[0], times, points)
             continue
-        allowed = vmax * times[0] + EPS
-        ratios = [float(np.max(np.abs(points[0] - x) / (vmax * times[0]))) for _, x in candidates]
-        best = int(np.argmin(ratios))
-        audit.worst_ratio = max(audit.worst_ratio, ratios[best])
-        origin = candidates[best][1]
-        if not np.all(np.abs(points[0] - origin) <= allowed):
-            jump = np.abs(points[0] - origin)
+        origin = measured[: len(names)]
+        jump = np.abs(points[0] - origin)
+        ratio = float(np.max(jump / (vmax * times[0])))
+        audit.worst_ratio = max(audit.worst_ratio, ratio)
+        if not np.all(jump <= vmax * times[0] + EPS):
             j = int(np.argmax(jump / vmax))
             audit.violations.append(
-                f"{where}: first point moves {names[j]} {jump[j]:.4f} from the arm ({candidates[best][0]}) "
-                f"in {times[0] * 1e3:.1f} ms: {ratios[best]:.2f}x the velocity limit"
+                f"{where}: first point moves {names[j]} {jump[j]:.4f} from where the arm is "
+                f"in {times[0] * 1e3:.1f} ms: {ratio:.2f}x the velocity limit"
             )
         path = np.vstack([origin, points])
         steps = np.abs(np.diff(path, axis=0))[1:]
@@ -131,5 +146,37 @@ def audit_commands(
         excess = np.array([_excess(p, lo, hi) for p in path])
         if np.any(np.diff(excess, axis=0) > EPS):
             audit.violations.append(f"{where}: a point further past a joint limit than the arm was")
-        previous = (start, origin, times, points)
+    return audit
+
+
+def audit_gripper(
+    commands: Sequence[tuple[float, float]],
+    arm: Sequence[tuple[float, np.ndarray]],
+    dim: int,
+    lower: float,
+    upper: float,
+    max_velocity: float,
+    period: float,
+) -> Audit:
+    """commands: (arrival time, value) of a gripper's own command topic; arm: the arm's own log,
+    whose dim `dim` is the gripper; period: the node's control period (one command per update)."""
+    log = ArmLog(arm)
+    audit = Audit()
+    for k, (arrival, value) in enumerate(commands):
+        audit.messages += 1
+        audit.points += 1
+        where = f"gripper command {k} (at {arrival:.3f})"
+        if not lower - EPS <= value <= upper + EPS:
+            audit.violations.append(f"{where}: {value:.4f} beyond the gripper's limits [{lower}, {upper}]")
+        measured = log.at(arrival)
+        if measured is None:
+            audit.unchecked += 1
+            continue
+        ratio = abs(value - measured[dim]) / (max_velocity * period)
+        audit.worst_ratio = max(audit.worst_ratio, ratio)
+        if ratio > 1 + EPS / (max_velocity * period):
+            audit.violations.append(
+                f"{where}: moves the gripper {abs(value - measured[dim]):.4f} from where it is in one "
+                f"{period * 1e3:.0f} ms update: {ratio:.2f}x its velocity limit"
+            )
     return audit

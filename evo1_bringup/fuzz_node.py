@@ -36,7 +36,7 @@ from evo1_msgs.msg import PolicyStatus
 
 from .arm_config import NODE_NAME, ArmConfig
 from .bench_node import config_copy
-from .command_audit import audit_commands, message_start
+from .command_audit import audit_commands, audit_gripper, message_start
 from .follower import TrajectoryFollower
 from .process import start_policy_node
 from .ros_io import COMMAND_QOS, INSTRUCTION_QOS, follow_trajectory, isolate_domain
@@ -56,7 +56,8 @@ class StandInArm(Node):
         start = np.clip(np.zeros(len(lower)), lower, upper)
         self.follower = TrajectoryFollower(config.trajectory_names, config.lower, config.upper, start)
         self.gripper = float(start[-1]) if config.gripper.name else 0.0
-        self.log: list[tuple[float, np.ndarray]] = []
+        self.log: list[tuple[float, np.ndarray]] = []  # (ROS time, every action dim): the arm's own record
+        self.gripper_commands: list[tuple[float, float]] = []  # (arrival, value) on the gripper topic
         self.joint_pub = self.create_publisher(JointState, config.topics.joint_states, qos_profile_sensor_data)
         c = config.cameras
         self.cameras = [
@@ -76,25 +77,31 @@ class StandInArm(Node):
         return self.get_clock().now().nanoseconds * 1e-9
 
     def _on_trajectory(self, msg: JointTrajectory) -> None:
-        problem = follow_trajectory(self.follower, msg, self.now())
+        problem, effect, where = follow_trajectory(self.follower, msg, self.now())
         if problem:
             self.refused[problem] += 1
         else:
             self.trajectories += 1
+            self.log.append((effect, self._with_gripper(where)))  # where the arm is when it takes effect
 
     def _on_gripper(self, msg: Float64) -> None:
+        now = self.now()
+        self.gripper_commands.append((now, float(msg.data)))
+        self.log.append((now, self.positions()))  # where the gripper is when the command arrives
         self.gripper = float(np.clip(msg.data, self.config.gripper.lower_limit, self.config.gripper.upper_limit))
+
+    def _with_gripper(self, arm: np.ndarray) -> np.ndarray:
+        extra = [self.gripper] if len(arm) < len(self.config.action_names) else []
+        return np.concatenate([arm, extra])
 
     def positions(self) -> np.ndarray:
         """Every action dim (arm joints, then a gripper commanded on its own topic)."""
-        arm = self.follower.position
-        extra = [self.gripper] if len(arm) < len(self.config.action_names) else []
-        return np.concatenate([arm, extra])
+        return self._with_gripper(self.follower.position)
 
     def _publish_joints(self) -> None:
         self.follower.step(time.monotonic())
         now = self.get_clock().now()
-        self.log.append((now.nanoseconds * 1e-9, self.follower.position.copy()))
+        self.log.append((now.nanoseconds * 1e-9, self.positions()))
         msg = JointState(name=self.config.action_names, position=self.positions().tolist())
         msg.header.stamp = now.to_msg()
         self.joint_pub.publish(msg)
@@ -272,6 +279,7 @@ def fuzz_node(arm_config: str = "sim_arm", checkpoint: str = "", duration: float
                 alive = process.poll() is None
                 executor.shutdown()
                 trajectories, statuses, arm_log = fuzzer.trajectories, fuzzer.statuses, arm.log
+                gripper_commands = list(arm.gripper_commands)
                 sent, expected, refused = dict(fuzzer.sent), fuzzer.expected, dict(arm.refused)
                 arm.destroy_node()
                 fuzzer.destroy_node()
@@ -286,10 +294,15 @@ def fuzz_node(arm_config: str = "sim_arm", checkpoint: str = "", duration: float
         node_log = log.read_text()
     names = config.trajectory_names
     audit = audit_commands(trajectories, arm_log, names, config.lower, config.upper, config.max_velocity)
+    g = config.gripper
+    gripper = audit_gripper(
+        gripper_commands, arm_log, len(config.joints.names), g.lower_limit, g.upper_limit, g.max_velocity,
+        1.0 / config.control.rate_hz,
+    )  # fmt: skip
     last = statuses[-1]
     causes = dict(zip(last.reject_causes, last.reject_details, strict=True))
     silent_holds = sum(1 for s in statuses if s.lifecycle_label == "active" and not s.commanding and not s.reason)
-    problems = list(audit.violations[:20])
+    problems = list(audit.violations[:20]) + list(gripper.violations[:10])
     if not alive:
         problems.append(f"the node died (exit code {process.returncode})")
     if process.returncode not in (0, None):
@@ -314,6 +327,9 @@ def fuzz_node(arm_config: str = "sim_arm", checkpoint: str = "", duration: float
         "points": audit.points,
         "violations": len(audit.violations),
         "worst_first_step_of_velocity_limit": round(audit.worst_ratio, 4),
+        "gripper_commands": gripper.messages,
+        "gripper_violations": len(gripper.violations),
+        "worst_gripper_step_of_velocity_limit": round(gripper.worst_ratio, 4),
         "node_alive": alive,
         "reject_causes": causes,
         "reasons": dict(Counter(s.reason for s in statuses)),
@@ -331,6 +347,8 @@ def format_fuzz(result: dict) -> str:
         f"  commands: {result['trajectories']} trajectories, {result['points']} points, "
         f"{result['violations']} beyond the velocity limit relative to the arm "
         f"(largest first step: {result['worst_first_step_of_velocity_limit']:.0%} of the limit)",
+        f"  gripper commands on their own topic: {result['gripper_commands']}, {result['gripper_violations']} beyond "
+        f"a limit (largest step: {result['worst_gripper_step_of_velocity_limit']:.0%} of the limit)",
         f"  node alive: {result['node_alive']}; causes in its status: {len(result['reject_causes'])}",
     ]
     lines += [f"    {cause}: {detail[:100]}" for cause, detail in sorted(result["reject_causes"].items())]

@@ -70,8 +70,9 @@ class SimArmNode(Node):
         self.joints_enabled = True  # False: stop publishing joint states (tests of that watchdog)
         self.last_joint_time = 0.0
         self.last_image_time = 0.0
-        # Where the arm really was: (ROS time, positions) per tick, for audits of what it was told
-        # (a test or a fuzzer may publish fake joint states beside the real ones).
+        # Where the arm really was: (ROS time, positions) per tick, when each command takes effect and
+        # around a reset, for audits of what it was told (a test or a fuzzer may publish fake joint
+        # states beside the real ones).
         self.arm_log: collections.deque[tuple[float, np.ndarray]] = collections.deque(maxlen=30 * 600)
         self.episode = 0
         self.episode_seed = seed
@@ -85,11 +86,12 @@ class SimArmNode(Node):
             # Sent before the last reset teleported the arm home: following it would undo the reset.
             self.get_logger().debug("trajectory from before the episode start ignored")
             return
-        problem = follow_trajectory(self.follower, msg, self.get_clock().now().nanoseconds * 1e-9)
+        problem, effect, where = follow_trajectory(self.follower, msg, self.get_clock().now().nanoseconds * 1e-9)
         if problem:
             self.get_logger().warning(f"trajectory rejected: {problem}")
         else:
             self.trajectories += 1
+            self.arm_log.append((effect, where))  # where the arm is when this command takes effect
 
     def _on_start_episode(
         self, request: StartEpisode.Request, response: StartEpisode.Response
@@ -101,7 +103,10 @@ class SimArmNode(Node):
             return response
         if self.running:
             self._end("")  # a new start ends the running episode unscored
+        before = self.follower.position.copy()
         self.follower.reset(start_pose(int(request.seed))[: len(self.follower.names)])
+        reset_at = self.get_clock().now().nanoseconds * 1e-9
+        self.arm_log.extend([(reset_at, before), (reset_at, self.follower.position.copy())])  # the teleport
         self.scene.place(placement)
         self.episode += 1
         self.episode_seed = int(request.seed)

@@ -26,7 +26,8 @@ from sensor_msgs.msg import Image, JointState
 from trajectory_msgs.msg import JointTrajectory
 
 from evo1_bringup.arm_config import ArmConfig
-from evo1_bringup.command_audit import audit_commands
+from evo1_bringup.command_audit import audit_commands, audit_gripper
+from evo1_bringup.paths import config_path
 
 pytestmark = pytest.mark.ros
 CONFIG = ArmConfig.from_yaml(SIM_YAML)
@@ -287,30 +288,59 @@ def _audit(messages, arm) -> list[str]:
 
 def test_the_command_audit_judges_against_the_arm() -> None:
     """The audit is what the long runs and the fuzzer rely on: it must pass what is safe relative
-    to the arm and fail what is not, whatever the node's own last message was."""
+    to the arm and fail what is not, whatever the node's own last message was. The arm's own log
+    is all it believes."""
     step = CONFIG.max_velocity[0] / CONFIG.control.rate_hz  # 0.075 rad per 50 ms
-    at_rest = [(99.9, 0.0)]
     moving = _trajectory(100.0, [step, 2 * step, 3 * step, 4 * step, 4 * step])
-    # On time: the next message continues from where the first one has the arm.
-    assert _audit([moving, _trajectory(100.05, [2 * step, 3 * step, 3 * step])], at_rest) == []
+    # the arm's record while it follows `moving` from rest: a sample per 50 ms
+    following = [(99.9, 0.0), (100.0, 0.0), (100.05, step), (100.1, 2 * step), (100.15, 3 * step), (100.2, 4 * step)]
+    # On time: the next message continues from where the arm is.
+    assert _audit([moving, _trajectory(100.05, [2 * step, 3 * step, 3 * step])], following) == []
     # A late update (0.2 s) that starts from the node's previous first point commands the arm,
-    # which went on to 4 steps, 2 steps backwards (defect 2): the old between-message check passed it.
+    # which went on to 4 steps, 2 steps backwards.
     late = _trajectory(100.2, [2 * step, 3 * step])
-    assert "2.00x the velocity limit" in _audit([moving, late], at_rest)[0]
+    assert "2.00x the velocity limit" in _audit([moving, late], following)[0]
     # The same late update planned from where the arm is, on the clock's grid, is fine.
-    assert _audit([moving, _trajectory(100.22, [4 * step], first=0.03)], at_rest) == []
-    # A restart from the measured position after a hold: the arm was moved while the node held
-    # (the old check flagged this as a "jump between messages").
+    assert _audit([moving, _trajectory(100.22, [4 * step], first=0.03)], following) == []
+    # Between two of the arm's samples, the line between them (2.5 steps at 100.125).
+    assert _audit([_trajectory(100.125, [3.5 * step])], following) == []
+    assert "1.10x" in _audit([_trajectory(100.125, [3.6 * step])], following)[0]
+    # A restart from the measured position after a hold: the arm was moved while the node held.
     hold = _trajectory(100.0, [0.0])
-    assert _audit([hold, _trajectory(100.5, [0.5 + step, 0.5 + 2 * step])], [*at_rest, (100.3, 0.5)]) == []
-    # ...but not from a clipped glitch far from the arm (defect 1: the arm at 0.161, told 2.525).
-    assert _audit([hold, _trajectory(100.5, [2.525])], [*at_rest, (100.3, 0.161)])
+    pushed = [(99.9, 0.0), (100.0, 0.0), (100.3, 0.5), (100.5, 0.5)]
+    assert _audit([hold, _trajectory(100.5, [0.5 + step, 0.5 + 2 * step])], pushed) == []
+    # A restart from the node's stale hold point after the arm was moved. The audit that took the
+    # node's previous command as a reference (and the more favourable of it and the measurement)
+    # passed this; the arm is at 0.5.
+    stale = _audit([hold, _trajectory(100.5, [step, 2 * step])], pushed)
+    assert stale and "from where the arm is" in stale[0]
+    # Nor from a clipped glitch far from the arm (the arm at 0.161, told 2.525).
+    assert _audit([hold, _trajectory(100.5, [2.525])], [(99.9, 0.0), (100.3, 0.161)])
     # Within a message: too fast, past a limit, not at rest at the end.
-    assert _audit([_trajectory(100.0, [0.0, 1.5 * step])], at_rest)
+    assert _audit([_trajectory(100.0, [0.0, 1.5 * step])], following)
     assert _audit([_trajectory(100.0, [0.0, CONFIG.upper[0] + 0.01])], [(99.9, CONFIG.upper[0])])
     unfinished = _trajectory(100.0, [0.0, 0.0])
     unfinished[1].points[-1].velocities[0] = 0.01
-    assert "not at rest" in _audit([unfinished], at_rest)[0]
+    assert "not at rest" in _audit([unfinished], following)[0]
+
+
+def test_gripper_commands_on_their_own_topic_are_audited_like_joints() -> None:
+    """xarm6 and franka command the gripper on a Float64 topic: each command is judged against where
+    the arm's gripper is when it arrives, and against its limits (the old audit never saw them)."""
+    config = ArmConfig.from_yaml(config_path("xarm6"))
+    g, dim, period = config.gripper, len(config.joints.names), 1.0 / config.control.rate_hz
+    step = g.max_velocity * period
+    start = g.lower_limit + 0.01
+
+    def arm(*gripper_at: tuple[float, float]) -> list[tuple[float, np.ndarray]]:
+        return [(t, np.array([0.0] * dim + [q])) for t, q in gripper_at]
+
+    def audit(commands, log) -> list[str]:
+        return audit_gripper(commands, log, dim, g.lower_limit, g.upper_limit, g.max_velocity, period).violations
+
+    assert audit([(10.0, start + step), (10.05, start + 2 * step)], arm((9.9, start), (10.05, start + step))) == []
+    assert "beyond the gripper's limits" in audit([(10.0, g.upper_limit + 0.2)], arm((9.9, g.upper_limit)))[0]
+    assert "2.00x its velocity limit" in audit([(10.0, start + 2 * step)], arm((9.9, start)))[0]
 
 
 def test_joint_states_stopping_makes_the_node_hold(ros_context, ros_env, nodes_in) -> None:
