@@ -124,9 +124,9 @@ class PolicyNode(LifecycleNode):
         self._stop_worker = False
         self._warmup_time = 0.0
         # entities of the configured state, created by configure and destroyed by cleanup/shutdown
-        self._subscriptions: list[Any] = []
-        self._publishers: list[Any] = []
-        self._services: list[Any] = []
+        self._config_subscriptions: list[Any] = []
+        self._config_publishers: list[Any] = []
+        self._config_services: list[Any] = []
         self._control_timers: list[Any] = []
         self._reset_state()
         # The status lives as long as the node: a configure failure is reported there too.
@@ -284,13 +284,13 @@ class PolicyNode(LifecycleNode):
         if self._worker is not None:
             self._worker.join(timeout=5.0)
         # what configure created, each destroyed by its own kind (as ros2/demos lifecycle_py does)
-        for subscription in self._subscriptions:
+        for subscription in self._config_subscriptions:
             self.destroy_subscription(subscription)
-        for publisher in self._publishers:
+        for publisher in self._config_publishers:
             self.destroy_publisher(publisher)
-        for service in self._services:
+        for service in self._config_services:
             self.destroy_service(service)
-        self._subscriptions, self._publishers, self._services = [], [], []
+        self._config_subscriptions, self._config_publishers, self._config_services = [], [], []
 
     # ------------------------------------------------------------------ interfaces
     def _create_interfaces(self, config: ArmConfig) -> None:
@@ -298,23 +298,23 @@ class PolicyNode(LifecycleNode):
         self._camera_msgs: list[Stamped | None] = [None] * len(c.names)
         for index, (name, topic, compressed) in enumerate(zip(c.names, c.topics, c.compressed, strict=True)):
             kind = CompressedImage if compressed else Image
-            self._subscriptions.append(
+            self._config_subscriptions.append(
                 self.create_subscription(
                     kind, topic, lambda msg, i=index, n=name: self._on_image(i, n, msg), qos_profile_sensor_data
                 )
             )
         t = config.topics
-        self._subscriptions += [
+        self._config_subscriptions += [
             self.create_subscription(JointState, t.joint_states, self._on_joint_state, qos_profile_sensor_data),
             self.create_subscription(String, t.instruction, self._on_instruction, INSTRUCTION_QOS),
         ]
-        self._services.append(self.create_service(Reset, "~/reset", self._on_reset))
+        self._config_services.append(self.create_service(Reset, "~/reset", self._on_reset))
         self.trajectory_pub = self.create_publisher(JointTrajectory, t.trajectory, COMMAND_QOS)
         self.chunk_pub = self.create_publisher(ActionChunk, t.action_chunk, 10)
         self.gripper_pub = None
         if config.gripper.name and config.gripper.output == "topic":
             self.gripper_pub = self.create_publisher(Float64, config.gripper.topic, COMMAND_QOS)
-        self._publishers += [p for p in (self.trajectory_pub, self.chunk_pub, self.gripper_pub) if p]
+        self._config_publishers += [p for p in (self.trajectory_pub, self.chunk_pub, self.gripper_pub) if p]
 
     # ------------------------------------------------------------------ inputs (callbacks: store only)
     def _reject(self, cause: str, detail: str = "") -> None:
