@@ -673,8 +673,11 @@ class PolicyNode(LifecycleNode):
         if self.config.safety.dry_run:
             return  # nothing commanded: whatever held before still holds
         points = safe_path(targets, start, times, self.limits)
+        # on the running trajectory the arm moves as its cubic says; after a hold it is at rest
+        running = self._commanded is not None and not self._holding
+        velocity = self._commanded.velocity_at(now) if running else np.zeros_like(start)
         self._holding = False
-        self._publish_trajectory(now, start, times, points)
+        self._publish_trajectory(now, start, times, points, velocity)
         if self._pending_latency_mark is not None:
             self.obs_to_command.append(time.monotonic() - self._pending_latency_mark)
             self._pending_latency_mark = None
@@ -690,15 +693,18 @@ class PolicyNode(LifecycleNode):
             return
         start = self._commanded.position_at(now)
         point = hold_point(self._commanded, now, self.limits)
-        self._publish_trajectory(now, start, np.array([self.dt]), point[None, :])
+        self._publish_trajectory(now, start, np.array([self.dt]), point[None, :], self._commanded.velocity_at(now))
         self.get_logger().info(f"holding position: {why}", throttle_duration_sec=2.0)
 
-    def _publish_trajectory(self, now: float, start: np.ndarray, times: np.ndarray, points: np.ndarray) -> None:
+    def _publish_trajectory(
+        self, now: float, start: np.ndarray, times: np.ndarray, points: np.ndarray, start_velocity: np.ndarray
+    ) -> None:
+        """start, start_velocity: where the arm is and how it moves when this message takes effect."""
         msg = trajectory_message(self.config.trajectory_names, points, start, times)
         if self.config.control.stamp_trajectories:
             msg.header.stamp = Time(nanoseconds=round(now * 1e9)).to_msg()
         self.trajectory_pub.publish(msg)
-        self._commanded = Commanded(now, np.asarray(start, float), np.asarray(times, float), points)
+        self._commanded = Commanded(now, np.asarray(start, float), np.asarray(times, float), points, start_velocity)
         if self.gripper_pub is not None:
             self.gripper_pub.publish(Float64(data=float(points[0][-1])))
         self._trajectories += 1

@@ -3,8 +3,8 @@ the path every command takes from where the arm is. No ROS. The rules are stated
 in docs/safety.md; this module is their one home.
 
 Where the arm is, at the time a new message takes effect (its stamp `s`):
-- while the last published trajectory runs, the arm follows it: `Commanded.position_at(s)`
-  (the points linearly interpolated; the controller's cubic path passes through the same points);
+- while the last published trajectory runs, the arm follows it: `Commanded.position_at(s)`, on
+  the controller's cubic through the published positions and velocities;
 - after a hold has ended, or before anything was commanded, the arm is at rest wherever a
   plausible joint state measured after that moment says (something else may have moved it).
 Every message starts from there and moves each joint at most `max_velocity * elapsed time` per
@@ -118,34 +118,50 @@ def finite_difference_velocities(points: np.ndarray, start: np.ndarray, times: n
 
 @dataclass
 class Commanded:
-    """A published trajectory as the arm executes it: from `start` at `start_time` (the message's
-    stamp, seconds) through `points` at start_time + `times`; at rest after the last point."""
+    """A published trajectory as the arm executes it: from `start` (moving at `start_velocity`) at
+    `start_time` (the message's stamp, seconds) through `points` at start_time + `times`, with the
+    published velocity fields; at rest after the last point. Between points the arm is where
+    joint_trajectory_controller puts it: on the cubic through (position, velocity) at both ends of
+    the segment, not on the straight line between them (a message starting between two points
+    starts from the cubic's position)."""
 
     start_time: float
     start: np.ndarray
     times: np.ndarray
     points: np.ndarray
+    start_velocity: np.ndarray | None = None  # None: at rest
+    velocities: np.ndarray | None = None  # None: the finite differences trajectory_message publishes
+
+    def __post_init__(self) -> None:
+        if self.start_velocity is None:
+            self.start_velocity = np.zeros_like(self.start)
+        if self.velocities is None:
+            self.velocities = finite_difference_velocities(self.points, self.start, self.times)
 
     @property
     def end_time(self) -> float:
         return self.start_time + float(self.times[-1])
 
-    def _segment(self, t: float) -> tuple[np.ndarray, np.ndarray, float, float]:
+    def _segment(self, t: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float, float]:
         knots = np.concatenate([[0.0], self.times])
         path = np.vstack([self.start[None, :], self.points])
+        speeds = np.vstack([self.start_velocity[None, :], self.velocities])
         s = min(max(t - self.start_time, 0.0), float(knots[-1]))
         i = min(int(np.searchsorted(knots, s, side="right")) - 1, len(knots) - 2)
-        return path[i], path[i + 1], float(knots[i + 1] - knots[i]), (s - knots[i]) / (knots[i + 1] - knots[i])
+        duration = float(knots[i + 1] - knots[i])
+        return path[i], speeds[i], path[i + 1], speeds[i + 1], duration, (s - knots[i]) / duration
 
     def position_at(self, t: float) -> np.ndarray:
-        p0, p1, _, w = self._segment(t)
-        return p0 + w * (p1 - p0)
+        p0, v0, p1, v1, duration, w = self._segment(t)
+        h00, h10, h01, h11 = 2 * w**3 - 3 * w**2 + 1, w**3 - 2 * w**2 + w, -2 * w**3 + 3 * w**2, w**3 - w**2
+        return h00 * p0 + h10 * duration * v0 + h01 * p1 + h11 * duration * v1
 
     def velocity_at(self, t: float) -> np.ndarray:
         if t >= self.end_time or t < self.start_time:
             return np.zeros_like(self.start)
-        p0, p1, duration, _ = self._segment(t)
-        return (p1 - p0) / duration
+        p0, v0, p1, v1, duration, w = self._segment(t)
+        d00, d10, d01, d11 = 6 * w**2 - 6 * w, 3 * w**2 - 4 * w + 1, -6 * w**2 + 6 * w, 3 * w**2 - 2 * w
+        return (d00 * p0 + d01 * p1) / duration + d10 * v0 + d11 * v1
 
 
 def hold_point(commanded: Commanded, now: float, limits: Limits) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from evo1_bringup.follower import TrajectoryFollower
 from evo1_bringup.safety import Commanded, Limits, OutlierFilter, hold_point, out_of_range, safe_path
 
 DT = 0.05
@@ -26,6 +27,26 @@ def test_position_on_a_published_trajectory_is_interpolated_and_rests_after_the_
     np.testing.assert_allclose(commanded.position_at(105.0), [0.2, 0.0])  # after its end: at rest there
     np.testing.assert_allclose(commanded.velocity_at(105.0), [0.0, 0.0])
     assert commanded.end_time == 100.2
+
+
+def test_between_points_the_arm_is_where_the_controller_puts_it() -> None:
+    """The node's model of a running trajectory is the controller's cubic through the published
+    positions and velocities, checked against the simulated controller (follower.py, written
+    apart): a message that starts between two points starts from there, not from the line."""
+    times = np.arange(1, 6) * DT
+    points = np.array([[0.02, 0.0], [0.08, 0.1], [0.15, 0.2], [0.18, 0.2], [0.18, 0.2]])
+    commanded = Commanded(100.0, np.zeros(2), times, points)
+    follower = TrajectoryFollower(["a", "b"], [-1.0, -2.0], [1.0, 2.0], np.zeros(2))
+    velocities = commanded.velocities
+    follower.command(["a", "b"], [(t, p, v) for t, p, v in zip(times, points, velocities, strict=True)], 100.0)
+    gaps = []
+    for t in 100.0 + np.linspace(0.0, 0.26, 27):
+        position, velocity = follower.sample(t)
+        np.testing.assert_allclose(commanded.position_at(t), position, atol=1e-12)
+        np.testing.assert_allclose(commanded.velocity_at(t), velocity, atol=1e-9)
+        knots, path = np.concatenate([[100.0], 100.0 + times]), np.vstack([np.zeros(2), points])
+        gaps.append(abs(position[0] - np.interp(t, knots, path[:, 0])))
+    assert max(gaps) > 1e-3, "this path curves: the line between points is not where the arm is"
 
 
 def test_a_hold_decelerates_from_where_the_arm_is_instead_of_snapping_back() -> None:
