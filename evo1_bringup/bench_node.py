@@ -95,8 +95,8 @@ class Feeder(Node):
             self.images_sent += 1
 
     def _publish_joints(self) -> None:
-        self.follower.step(time.monotonic())
         now = self.get_clock().now()
+        self.follower.step(now.nanoseconds * 1e-9)
         self.arm_log.append((now.nanoseconds * 1e-9, self.follower.position.copy()))
         msg = JointState(name=self.config.action_names, position=self.positions)
         msg.header.stamp = now.to_msg()

@@ -54,7 +54,8 @@ class StandInArm(Node):
         self.config = config
         lower, upper = np.array(config.lower), np.array(config.upper)
         start = np.clip(np.zeros(len(lower)), lower, upper)
-        self.follower = TrajectoryFollower(config.trajectory_names, config.lower, config.upper, start)
+        n = len(config.trajectory_names)  # the joints; a gripper on its own topic is not the follower's
+        self.follower = TrajectoryFollower(config.trajectory_names, config.lower[:n], config.upper[:n], start[:n])
         self.gripper = float(start[-1]) if config.gripper.name else 0.0
         self.log: list[tuple[float, np.ndarray]] = []  # (ROS time, every action dim): the arm's own record
         self.gripper_commands: list[tuple[float, float]] = []  # (arrival, value) on the gripper topic
@@ -95,12 +96,13 @@ class StandInArm(Node):
         return np.concatenate([arm, extra])
 
     def positions(self) -> np.ndarray:
-        """Every action dim (arm joints, then a gripper commanded on its own topic)."""
-        return self._with_gripper(self.follower.position)
+        """Every action dim (arm joints, then a gripper commanded on its own topic), now: a joint
+        state sent between two ticks says where the arm is when it is sent, as a driver's does."""
+        return self._with_gripper(self.follower.sample(self.now())[0])
 
     def _publish_joints(self) -> None:
-        self.follower.step(time.monotonic())
         now = self.get_clock().now()
+        self.follower.step(now.nanoseconds * 1e-9)
         self.log.append((now.nanoseconds * 1e-9, self.positions()))
         msg = JointState(name=self.config.action_names, position=self.positions().tolist())
         msg.header.stamp = now.to_msg()
@@ -347,8 +349,9 @@ def format_fuzz(result: dict) -> str:
         f"  commands: {result['trajectories']} trajectories, {result['points']} points, "
         f"{result['violations']} beyond the velocity limit relative to the arm "
         f"(largest first step: {result['worst_first_step_of_velocity_limit']:.0%} of the limit)",
-        f"  gripper commands on their own topic: {result['gripper_commands']}, {result['gripper_violations']} beyond "
-        f"a limit (largest step: {result['worst_gripper_step_of_velocity_limit']:.0%} of the limit)",
+        f"  gripper commands on their own topic: {result['gripper_commands']}, {result['gripper_violations']} past "
+        f"its limits (largest step from the gripper on arrival: {result['worst_gripper_step_of_velocity_limit']:.0%} "
+        "of max_velocity x one period; commands delayed on the way arrive together)",
         f"  node alive: {result['node_alive']}; causes in its status: {len(result['reject_causes'])}",
     ]
     lines += [f"    {cause}: {detail[:100]}" for cause, detail in sorted(result["reject_causes"].items())]

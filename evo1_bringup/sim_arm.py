@@ -147,14 +147,14 @@ class SimArmNode(Node):
         self.get_logger().info(f"episode {self.episode} ended: {outcome}")
 
     def _tick(self) -> None:
-        now = time.monotonic()
-        self.follower.step(now)
+        ros_now = self.get_clock().now()
+        self.follower.step(ros_now.nanoseconds * 1e-9)
         self.scene.pose(self.follower.position)
         if self.running:
             touched = self.scene.touched()
-            if touched or now - self.started_at > self.episode_timeout:
+            if touched or time.monotonic() - self.started_at > self.episode_timeout:
                 self._end(touched or "")
-        now = self.get_clock().now()
+        now = ros_now
         stamp = now.to_msg()
         follower = self.follower
         self.arm_log.append((now.nanoseconds * 1e-9, follower.position.copy()))
