@@ -126,7 +126,7 @@ def test_metaworld_eval_runs_a_task_end_to_end(tmp_path) -> None:
     """`evo1 metaworld-eval` with the shipped MT10 policy on one task, with both bounds."""
     out = tmp_path / "eval"
     command = [sys.executable, "-m", "evo1_bringup.cli", "metaworld-eval", "--checkpoint", "metaworld_mt10"]
-    command += ["--tasks", "drawer-close-v3", "--episodes", "3", "--bounds", "--out", str(out)]
+    command += ["--split", "report", "--tasks", "drawer-close-v3", "--episodes", "3", "--bounds", "--out", str(out)]
     run = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "drawer-close-v3" in run.stdout and "average over tasks" in run.stdout
