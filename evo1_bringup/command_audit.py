@@ -99,9 +99,12 @@ def audit_commands(
     lower: Sequence[float],
     upper: Sequence[float],
     max_velocity: Sequence[float],
+    tolerance: float = 0.0,
 ) -> Audit:
     """messages: (start time, trajectory) in publishing order; arm: (time, measured positions; the
-    first len(names) dims are `names`) from the arm itself (not from a topic others may write to)."""
+    first len(names) dims are `names`) from the arm itself (not from a topic others may write to).
+    tolerance: how far (units of the joints) the arm may be from where the node can know it is,
+    stated by the caller (0: none; arithmetic slack aside)."""
     lo, hi, vmax = (np.asarray(v, float)[: len(names)] for v in (lower, upper, max_velocity))
     log = ArmLog(arm)
     audit = Audit()
@@ -130,7 +133,7 @@ def audit_commands(
         jump = np.abs(points[0] - origin)
         ratio = float(np.max(jump / (vmax * times[0])))
         audit.worst_ratio = max(audit.worst_ratio, ratio)
-        if not np.all(jump <= vmax * times[0] + EPS):
+        if not np.all(jump <= vmax * times[0] + tolerance + EPS):
             j = int(np.argmax(jump / vmax))
             audit.violations.append(
                 f"{where}: first point moves {names[j]} {jump[j]:.4f} from where the arm is "
