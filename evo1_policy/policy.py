@@ -124,10 +124,6 @@ class Evo1Policy:
         self._static = None if mode == "off" else StaticPaths(self.model, mode)
 
     @property
-    def compile_mode(self) -> str:
-        return "off" if self._static is None else self._static.mode
-
-    @property
     def inference_path(self) -> str:
         """What runs now, in words: "eager", "graphs", "compile", or "eager (graphs failed: ...)"."""
         return "eager" if self._static is None else self._static.description
@@ -141,7 +137,8 @@ class Evo1Policy:
         size = self.config.vision.image_size
         images = [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(views)]
         state = np.zeros(self.state_dim)
-        for _ in range(2):  # a captured shape's second call is a replay: nothing left to initialise
+        # a captured shape's second call is its first replay; eager needs one call to initialise lazily
+        for _ in range(2 if self._static is not None else 1):
             self.predict_chunk(images, state, instruction, steps=steps, seed=0)
             if guided:
                 actions = np.zeros((self.config.horizon // 2, self.action_dim))
