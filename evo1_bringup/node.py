@@ -630,7 +630,10 @@ class PolicyNode(LifecycleNode):
             return commanded.position_at(now)
         with self._lock:
             joints = self._joints
-        if commanded is not None and not self._measured_after(joints, commanded.end_time):
+            # a reading that jumped is waiting for the next to confirm it: until then where the arm
+            # is, is not known (it may have been moved: a reset, a push)
+            unconfirmed = self._outliers.candidate is not None
+        if unconfirmed or (commanded is not None and not self._measured_after(joints, commanded.end_time)):
             return None
         return joints.value.copy()
 

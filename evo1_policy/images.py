@@ -21,6 +21,7 @@ SUPPORTED_ENCODINGS = tuple(_CHANNELS)
 # of PNG can declare gigapixels, and decoding them would take the node's memory (OpenCV's own
 # limit is 2^30 pixels, 3 GB of RGB).
 MAX_COMPRESSED_PIXELS = 40_000_000
+JPEG_START, PNG_START = b"\xff\xd8", b"\x89PNG\r\n\x1a\n"  # what every JPEG and PNG file begins with
 
 
 class ImageError(ValueError):
@@ -69,7 +70,13 @@ def header_problem(msg: Any) -> tuple[str, str] | None:
             return "unsupported format", f"compressed format {fmt[:40]!r} unsupported; expected jpeg or png"
         if not len(msg.data):
             return "empty image", "empty compressed image"
-        size = compressed_size(bytes(msg.data[:65536]))
+        head = bytes(msg.data[:65536])
+        if not head.startswith((JPEG_START, PNG_START)):  # judged at once, not only when the worker decodes it
+            detail = (
+                f"compressed image ({fmt[:40]}, {len(msg.data)} bytes) could not be decoded: neither JPEG nor PNG data"
+            )
+            return "undecodable image", detail
+        size = compressed_size(head)
         if size is not None and size[0] * size[1] > MAX_COMPRESSED_PIXELS:
             detail = f"compressed image declares {size[0]}x{size[1]} pixels (max {MAX_COMPRESSED_PIXELS})"
             return "image too large", detail
@@ -89,9 +96,9 @@ def header_problem(msg: Any) -> tuple[str, str] | None:
 def compressed_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) a PNG or JPEG declares in its header, read without decoding; None when the
     header is not found (the decoder then decides)."""
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24 and data[12:16] == b"IHDR":
+    if data.startswith(PNG_START) and len(data) >= 24 and data[12:16] == b"IHDR":
         return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    if data[:2] != b"\xff\xd8":
+    if not data.startswith(JPEG_START):
         return None
     i = 2
     while i + 9 <= len(data):  # JPEG segments: FF marker, 2-byte length; a start-of-frame holds the size
