@@ -16,6 +16,7 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/config/train", glob("config/train/*.yaml")),
         (f"share/{PACKAGE}/config/security", glob("config/security/*.xml")),
         *[(f"share/{PACKAGE}/{folder}", glob(f"{folder}/*")) for folder in glob("models/*")],
     ],
@@ -47,8 +48,8 @@ setup(
         "console_scripts": [
             "evo1 = evo1_bringup.cli:main",
             "evo1_policy_node = evo1_bringup.node:main",
-            "evo1_sim_arm = evo1_bringup.sim_arm:main",
-            "evo1_sim_episodes = evo1_bringup.sim_episodes:main",
+            "evo1_sim_arm = evo1_bringup.sim.arm:main",
+            "evo1_sim_episodes = evo1_bringup.sim.episodes:main",
         ],
     },
 )

@@ -17,6 +17,8 @@ import yaml
 from evo1_policy.config import COMPILE_MODES
 from evo1_policy.settings import set_dotted
 
+from .paths import config_path
+
 NODE_NAME = "evo1_policy_node"
 MERGE_MODES = ("latest_only", "blend", "rtc")
 GRIPPER_OUTPUTS = ("trajectory", "topic")
@@ -233,6 +235,11 @@ class ArmConfig:
         config = cls.from_parameters(section)
         config.validate()
         return config
+
+    @classmethod
+    def named(cls, name_or_path: str) -> ArmConfig:
+        """An arm config by path or by its name in config/ ('xarm6'), as every command takes it."""
+        return cls.from_yaml(config_path(name_or_path))
 
 
 def parameter_schema() -> list[tuple[str, Any, dict[str, Any]]]:

@@ -75,13 +75,13 @@ def bringup(
         nodes: list[Node] = [policy]
         sim_node = runner = None
         if parse_bool(sim):
-            from .sim_arm import SimArmNode
+            from .sim.arm import SimArmNode
 
             sim_node = SimArmNode(config)
             nodes.append(sim_node)
             if int(episodes) > 0 and not instruction:
-                from .sim_episodes import EpisodeRunner
-                from .sim_seeds import EVAL_SEED_START
+                from .sim.episodes import EpisodeRunner
+                from .sim.seeds import EVAL_SEED_START
 
                 seeds = list(range(EVAL_SEED_START, EVAL_SEED_START + int(episodes)))
                 video_dir = Path(videos) if videos else None
@@ -111,7 +111,7 @@ def bringup(
         if sim_node is not None:
             summary["sim_trajectories_followed"] = sim_node.trajectories
         if runner is not None:
-            from .sim_episodes import format_summary, summarize
+            from .sim.episodes import format_summary, summarize
 
             results = summarize(runner.outcomes)
             print(format_summary(results), flush=True)

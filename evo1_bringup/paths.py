@@ -35,8 +35,22 @@ def config_path(name_or_path: str) -> Path:
 
 
 def shipped_arm_configs() -> list[str]:
-    """Names of the arm configs in config/ (the node's parameter files; not the training configs beside them)."""
+    """Names of the arm configs in config/ (the node's parameter files)."""
     return sorted(p.stem for p in (_CHECKOUT / "config").glob("*.yaml") if "ros__parameters" in p.read_text())
+
+
+def training_config_path(name_or_path: str) -> Path:
+    """A training or stage-0 YAML by file path, or by name in config/train/ ('train_sim',
+    'train_sim.yaml', or the path it had before config/train/ existed, 'config/train_sim.yaml')."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    name = path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml"
+    for folder in (share_dir() / "config" / "train", _CHECKOUT / "config" / "train"):
+        if (folder / name).is_file():
+            return folder / name
+    shipped = sorted(p.stem for p in (_CHECKOUT / "config" / "train").glob("*.yaml"))
+    raise FileNotFoundError(f"training config {name_or_path!r} not found; the suite ships {shipped} in config/train/")
 
 
 def checkpoint_path(name_or_path: str) -> Path:

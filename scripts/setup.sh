@@ -145,7 +145,7 @@ import torch  # noqa: F401
 from evo1_msgs.msg import ActionChunk, PolicyStatus  # noqa: F401
 import evo1_policy  # noqa: F401
 from evo1_msgs.msg import EpisodeEvent  # noqa: F401
-from evo1_bringup.sim_scene import Scene
+from evo1_bringup.sim.scene import Scene
 scene = Scene(["front"], 32, 32)
 assert scene.render("front").shape == (32, 32, 3)
 scene.close()

@@ -18,10 +18,10 @@ from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory
 
 from evo1_bringup.arm_config import ArmConfig
-from evo1_bringup.command_audit import Audit, audit_commands, message_start
+from evo1_bringup.check.audit import Audit, audit_commands, message_start
 from evo1_bringup.process import start_policy_node
 from evo1_bringup.ros_io import COMMAND_QOS, INSTRUCTION_QOS, seconds
-from evo1_bringup.sim_arm import SimArmNode
+from evo1_bringup.sim.arm import SimArmNode
 from evo1_msgs.msg import ActionChunk, PolicyStatus
 
 SIM_YAML = REPO / "config" / "sim_arm.yaml"
@@ -140,7 +140,7 @@ def trajectory_arrays(msg: JointTrajectory) -> tuple[np.ndarray, np.ndarray, np.
 
 def assert_safe_commands(recorder: Recorder, arm: SimArmNode, config: ArmConfig) -> Audit:
     """Every trajectory the recorder heard, audited against where the simulated arm really was
-    (evo1_bringup.command_audit); fails with the first violations. Returns the audit."""
+    (evo1_bringup.check.audit); fails with the first violations. Returns the audit."""
     messages = []
     for _, msg in recorder.received.trajectories:
         assert msg.header.stamp.sec or msg.header.stamp.nanosec, "the audit needs stamped trajectories"

@@ -160,7 +160,7 @@ def test_the_simulator_and_the_fuzzer_do_not_load_the_model() -> None:
     """Drivers and tools import the shared ROS plumbing (ros_io.py), not the policy node: a
     MuJoCo arm that loaded torch and transformers took seconds longer to start."""
     code = (
-        "import sys, evo1_bringup.sim_arm, evo1_bringup.fuzz_node\n"
+        "import sys, evo1_bringup.sim.arm, evo1_bringup.check.fuzz\n"
         "print(sorted({'torch', 'transformers'} & set(sys.modules)))"
     )
     done = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, timeout=120)

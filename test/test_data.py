@@ -51,7 +51,7 @@ def test_lerobot_versions_and_bags_give_identical_samples(recorded) -> None:
     _same(v2, v3)
     bag = read_bag(recorded["bags"]["sqlite3"], SPEC)
     _same(bag, v3, state_tol=1e-6)  # LeRobot stores float32; pixels are exact (lossless video)
-    from evo1_policy.train import Windows
+    from evo1_policy.training.trainer import Windows
 
     a, b = Windows([bag], 16), Windows([v3], 16)
     for i in (0, 17, len(a) - 1):
@@ -114,7 +114,7 @@ def test_corrupt_bag_and_unreadable_video_are_named(recorded, tmp_path: Path) ->
 
 
 def test_skipping_bad_episodes_needs_the_flag_and_is_counted(recorded, tmp_path: Path) -> None:
-    from evo1_policy.train import TrainConfig, load_episodes
+    from evo1_policy.training.trainer import TrainConfig, load_episodes
 
     bad = tmp_path / "bad.mcap"
     bad.write_bytes(b"not a bag")

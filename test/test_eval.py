@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from fixtures import known_episode, write_bag
 
-from evo1_bringup.eval_bag import eval_bags
+from evo1_bringup.check.eval_bag import eval_bags
 from evo1_policy.normalize import Normalizer
 from evo1_policy.policy import Evo1Policy
 
@@ -211,7 +211,7 @@ def test_live_replay_scores_like_open_loop(setup, ros_env, tmp_path: Path) -> No
     from ros_harness import start_node, stop_node
     from rosbags.highlevel import AnyReader
 
-    from evo1_policy.evaluate import EpisodeResult, metrics
+    from evo1_policy.evaluation.open_loop import EpisodeResult, metrics
 
     bag, checkpoint = setup["bags"][1], setup["checkpoints"][0]
     node = start_node(

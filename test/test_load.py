@@ -11,8 +11,8 @@ from rclpy.executors import SingleThreadedExecutor
 from std_msgs.msg import String
 
 from evo1_bringup.arm_config import ArmConfig
-from evo1_bringup.bench_node import Feeder, config_with_cameras, node_rss_mb, spin
-from evo1_bringup.command_audit import audit_commands, message_start
+from evo1_bringup.check.audit import audit_commands, message_start
+from evo1_bringup.check.bench_node import Feeder, config_with_cameras, node_rss_mb, spin
 from evo1_bringup.process import start_policy_node
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from evo1_policy.bench import meta_model, parameter_counts
 from evo1_policy.config import IMG_CONTEXT_ID, preset
+from evo1_policy.evaluation.bench import meta_model, parameter_counts
 from evo1_policy.model import Evo1Model
 from evo1_policy.policy import ChunkGuidance, Evo1Policy
 from evo1_policy.processor import Observation

@@ -26,7 +26,7 @@ from sensor_msgs.msg import Image, JointState
 from trajectory_msgs.msg import JointTrajectory
 
 from evo1_bringup.arm_config import ArmConfig
-from evo1_bringup.command_audit import audit_commands, audit_gripper
+from evo1_bringup.check.audit import audit_commands, audit_gripper
 from evo1_bringup.paths import config_path
 
 pytestmark = pytest.mark.ros

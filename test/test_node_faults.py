@@ -31,7 +31,7 @@ from sensor_msgs.msg import JointState
 
 from evo1_bringup.arm_config import ArmConfig
 from evo1_bringup.node import PolicyNode, load_policy
-from evo1_bringup.sim_arm import SimArmNode
+from evo1_bringup.sim.arm import SimArmNode
 from evo1_policy.policy import Evo1Policy
 
 pytestmark = pytest.mark.ros
@@ -203,7 +203,7 @@ def test_a_corrupt_checkpoint_is_one_line_in_the_log_the_status_and_bringup(
 def test_the_fuzzer_finds_no_unsafe_command_on_another_arm(ros_env, tmp_path: Path) -> None:
     """`evo1 fuzz-node` as a user runs it on their arm config (here SO-100, with a compressed
     camera): every input kind, freezes of 0.1-1.0 s, every command audited against the arm."""
-    from evo1_bringup.bench_node import config_copy
+    from evo1_bringup.check.bench_node import config_copy
 
     topics = ["camera/front/image_raw/compressed", "camera/wrist/image_raw"]
     arm = config_copy("so100", tmp_path, **{"cameras.compressed": [True, False], "cameras.topics": topics})

@@ -20,9 +20,9 @@ from fixtures import to_reference_names
 from safetensors.torch import load_file, save_file
 
 from evo1_policy.backbone import UNPADDED_ATTENTION, internvl_config, unpadded_sdpa_attention
-from evo1_policy.bench import format_info, info
 from evo1_policy.checkpoint import CheckpointError, load_checkpoint
 from evo1_policy.config import Evo1Config, HeadConfig, TextConfig, VisionConfig, preset
+from evo1_policy.evaluation.bench import format_info, info
 from evo1_policy.images import normalize_image
 from evo1_policy.model import Evo1Model, ModelInputs
 from evo1_policy.policy import Evo1Policy

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from evo1_bringup.follower import TrajectoryFollower
 from evo1_bringup.safety import Commanded, Limits, OutlierFilter, hold_point, out_of_range, safe_path
+from evo1_bringup.sim.follower import TrajectoryFollower
 
 DT = 0.05
 LIMITS = Limits.of([-1.0, -2.0], [1.0, 2.0], [1.0, 2.0], DT)  # 0.05 and 0.1 per step

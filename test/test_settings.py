@@ -8,7 +8,7 @@ import pytest
 
 from evo1_bringup.arm_config import ArmConfig
 from evo1_policy.config import Evo1Config, preset
-from evo1_policy.train import TrainConfig
+from evo1_policy.training.trainer import TrainConfig
 
 
 def test_the_three_configs_share_keys_types_and_errors(tmp_path: Path) -> None:

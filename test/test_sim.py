@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from evo1_bringup.arm_config import ArmConfig
-from evo1_bringup.follower import TrajectoryFollower
 from evo1_bringup.paths import checkpoint_path, config_path
-from evo1_bringup.sim_expert import ReachExpert
-from evo1_bringup.sim_scene import (
+from evo1_bringup.sim.expert import ReachExpert
+from evo1_bringup.sim.follower import TrajectoryFollower
+from evo1_bringup.sim.scene import (
     CUBE_COLORS,
     CUBE_HALF,
     HOME,
@@ -24,7 +24,7 @@ from evo1_bringup.sim_scene import (
     random_placement,
     start_pose,
 )
-from evo1_bringup.sim_seeds import EVAL_SEED_START
+from evo1_bringup.sim.seeds import EVAL_SEED_START
 
 CONFIG = ArmConfig.from_yaml(config_path("sim_arm"))
 
@@ -140,7 +140,7 @@ def test_follower_reset_drops_the_trajectory() -> None:
 @pytest.mark.ros
 def test_expert_demonstrations_are_recorded_over_ros_as_trainable_bags(tmp_path, ros_env, monkeypatch) -> None:
     """The expert drives the simulator (its own process) over ROS 2; the bags read back as episodes."""
-    from evo1_bringup.sim_eval import sim_record
+    from evo1_bringup.sim.evaluate import sim_record
     from evo1_policy.data.rosbag import BagSpec, read_bag
 
     for key, value in ros_env.items():
@@ -166,7 +166,7 @@ def shipped_policy_episodes(tmp_path_factory) -> dict:
     """Closed-loop episodes through ROS 2 with the shipped checkpoint: the simulator and the policy
     node in processes of their own (sim-eval), in a DDS domain of this module's own. Three told the
     task's cube, and the same three told another cube."""
-    from evo1_bringup.sim_eval import sim_eval
+    from evo1_bringup.sim.evaluate import sim_eval
 
     assert (checkpoint_path("sim_touch") / "model.safetensors").is_file()
     out = tmp_path_factory.mktemp("sim_eval")
@@ -217,7 +217,7 @@ def test_shipped_policy_heads_for_the_cube_it_is_told() -> None:
     """The first-chunk probe (the policy and the arm's kinematics in this process, no timing
     involved), on placements it never saw, each cube asked in turn: the first chunk goes toward
     the cube the instruction names, not toward one of the others."""
-    from evo1_bringup.sim_grounding import first_chunk_probe
+    from evo1_bringup.sim.grounding import first_chunk_probe
 
     result = first_chunk_probe("sim_touch", scenes=10, seed_start=EVAL_SEED_START + 700)
     # Ignoring the words scores ~33 %; the shipped policy scores 70 % on these 10 placements and

@@ -15,7 +15,7 @@ from fixtures import known_episode
 
 from evo1_policy.data.lerobot import write_lerobot
 from evo1_policy.policy import Evo1Policy
-from evo1_policy.train import TrainConfig, Trainer
+from evo1_policy.training.trainer import TrainConfig, Trainer
 
 QUIET = {"log": lambda *_: None}
 

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from evo1_bringup.sim_scene import PLACEMENT_HIGH, PLACEMENT_LOW, Placement, random_placement
-from evo1_bringup.sim_vqa import cell_words, questions, render_vqa_set, spot_of
+from evo1_bringup.sim.scene import PLACEMENT_HIGH, PLACEMENT_LOW, Placement, random_placement
+from evo1_bringup.sim.vqa import cell_words, questions, render_vqa_set, spot_of
 from evo1_policy.checkpoint import CheckpointError, from_internvl_hf
 from evo1_policy.config import preset
 from evo1_policy.tokenizer import PromptTokenizer
-from evo1_policy.vlm_pretrain import (
+from evo1_policy.training.vlm_pretrain import (
     PretrainSection,
     VisionLanguageModel,
     VQAItem,

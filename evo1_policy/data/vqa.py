@@ -1,5 +1,5 @@
 """Questions about scenes for stage-0 pretraining, as plain data (no torch): the simulator's
-question generator (evo1_bringup/sim_vqa.py) writes them, evo1_policy/vlm_pretrain.py trains on them."""
+question generator (evo1_bringup/sim/vqa.py) writes them, evo1_policy/training/vlm_pretrain.py trains on them."""
 
 from __future__ import annotations
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from trajectory_msgs.msg import JointTrajectory
 
-from .ros_io import seconds, stamp_seconds
+from ..ros_io import seconds, stamp_seconds
 
 # Slack for arithmetic, not for motion: stamps are float seconds since 1970 (resolution ~0.24 us)
 # and travel as integer nanoseconds, which costs about 1e-6 of a unit at 2 units/s. 1e-5 rad is

@@ -21,7 +21,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .evaluate import EpisodeResult
+from .open_loop import EpisodeResult
 
 
 def summary_table(rows: list[tuple[str, dict[str, Any]]]) -> str:

@@ -23,10 +23,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .config import Evo1Config, preset
-from .model import Evo1Model
-from .normalize import NORM_STATS_FILE, Normalizer, read_stats_file, stats_keys
-from .tokenizer import TOKENIZER_FILE, PromptTokenizer
+from ..config import Evo1Config, preset
+from ..model import Evo1Model
+from ..normalize import NORM_STATS_FILE, Normalizer, read_stats_file, stats_keys
+from ..tokenizer import TOKENIZER_FILE, PromptTokenizer
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .sim_scene import ARM_JOINTS, CUBE_HALF, Placement, Scene
+from .scene import ARM_JOINTS, CUBE_HALF, Placement, Scene
 
 APPROACH_HEIGHT = 0.13  # fingertip height above the table before descending
 TOUCH_DEPTH = 0.01  # aim this far below the cube's top face, so contact is certain

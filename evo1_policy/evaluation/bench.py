@@ -12,10 +12,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import Evo1Config, preset
-from .guidance import ChunkGuidance
-from .model import Evo1Model
-from .policy import Evo1Policy
+from ..config import Evo1Config, preset
+from ..guidance import ChunkGuidance
+from ..model import Evo1Model
+from ..policy import Evo1Policy
 
 
 def _count(module: nn.Module) -> int:
@@ -50,7 +50,7 @@ def info(
     config_name: str | None = None, checkpoint: str | None = None, dataset_key: str | None = None
 ) -> dict[str, Any]:
     if checkpoint:
-        from .checkpoint import load_checkpoint
+        from ..checkpoint import load_checkpoint
 
         # Loaded for real, so a corrupt file is found here and not on the robot.
         model, normalizer, _, report = load_checkpoint(checkpoint, dataset_key=dataset_key)
@@ -133,7 +133,7 @@ def _stats(timings: list[dict[str, float]]) -> dict[str, Any]:
 
 def compile_modes(spec: str) -> list[str]:
     """ "off,graphs" -> ["off", "graphs"], each checked."""
-    from .config import COMPILE_MODES
+    from ..config import COMPILE_MODES
 
     modes = [m.strip() for m in spec.split(",") if m.strip()]
     bad = [m for m in modes if m not in COMPILE_MODES]

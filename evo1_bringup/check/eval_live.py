@@ -26,12 +26,11 @@ from evo1_msgs.msg import ActionChunk, PolicyStatus
 from evo1_msgs.srv import Reset
 from evo1_policy.data.episode import DatasetError
 from evo1_policy.data.rosbag import BagSpec, message_class, read_bag, typestore
-from evo1_policy.evaluate import EpisodeResult, metrics
-from evo1_policy.report import write_report
+from evo1_policy.evaluation.open_loop import EpisodeResult, metrics
+from evo1_policy.evaluation.report import write_report
 
-from .arm_config import NODE_NAME, ArmConfig
-from .paths import config_path
-from .ros_io import COMMAND_QOS, INSTRUCTION_QOS, stamp_seconds
+from ..arm_config import NODE_NAME, ArmConfig
+from ..ros_io import COMMAND_QOS, INSTRUCTION_QOS, stamp_seconds
 
 RECORDED = (("trajectory", JointTrajectory), ("action_chunk", ActionChunk), ("status", PolicyStatus))
 
@@ -132,7 +131,7 @@ def score_chunks(chunks: list[ActionChunk], episode: Any, start: float, bag: Pat
 def eval_live(
     bags: list[str], arm_config: str, out: str, rate: float = 1.0, namespace: str = "", timeout: float = 60.0
 ) -> dict[str, Any]:
-    config = ArmConfig.from_yaml(config_path(arm_config))
+    config = ArmConfig.named(arm_config)
     spec = BagSpec.from_arm_config(config)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)

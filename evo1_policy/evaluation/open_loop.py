@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .data.episode import DatasetError, Episode
+from ..data.episode import DatasetError, Episode
 
 
 @dataclass

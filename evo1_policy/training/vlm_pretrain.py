@@ -11,7 +11,7 @@ language-model head over the whole Qwen2 vocabulary answers questions about imag
 - Saved as an InternVL `-hf` folder (config.json, model.safetensors with `lm_head.weight`), the
   format a released InternVL3 comes in, so `model.internvl_hf` starts Evo-1's stage 1 from it.
 
-The questions come from elsewhere (evo1_bringup.sim_vqa renders them from the simulator); this
+The questions come from elsewhere (evo1_bringup.sim.vqa renders them from the simulator); this
 module knows images, questions and answers, nothing of robots.
 """
 
@@ -31,8 +31,8 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
-from .backbone import Backbone, internvl_config
-from .checkpoint import (
+from ..backbone import Backbone, internvl_config
+from ..checkpoint import (
     CONFIG_FILE,
     PRETRAINED_PRESET_FILE,
     WEIGHTS_FILE,
@@ -40,11 +40,11 @@ from .checkpoint import (
     load_safetensors_dir,
     map_internvl_hf_state_dict,
 )
-from .config import PAD_ID, Evo1Config
-from .data.vqa import VQAItem, VQASet  # noqa: F401 - also this module's names for them
-from .devices import resolve_device
-from .images import normalize_image
-from .tokenizer import PromptTokenizer
+from ..config import PAD_ID, Evo1Config
+from ..data.vqa import VQAItem, VQASet  # noqa: F401 - also this module's names for them
+from ..devices import resolve_device
+from ..images import normalize_image
+from ..tokenizer import PromptTokenizer
 
 LM_HEAD_KEY = "lm_head.weight"
 
@@ -183,7 +183,7 @@ def pretrain(
 ) -> dict[str, Any]:
     """Train a fresh VisionLanguageModel of `config` on `train`; evaluate on `test` every
     eval_every steps; save the -hf folder to output/final. Returns the final report."""
-    from .train import parameter_groups, warmup_cosine
+    from .trainer import parameter_groups, warmup_cosine
 
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)

@@ -32,11 +32,11 @@ from evo1_msgs.srv import Reset, StartEpisode
 from evo1_policy.images import decode_image_msg
 from evo1_policy.joints import JointStateError, joint_positions
 
-from .arm_config import NODE_NAME, ArmConfig
-from .ros_io import COMMAND_QOS, INSTRUCTION_QOS, stamp_seconds, trajectory_message
-from .sim_arm import EVENT_QOS, EVENTS_TOPIC, START_SERVICE
-from .sim_expert import ReachExpert
-from .sim_scene import CUBE_COLORS, Placement, Scene, instruction_for, surface_distance
+from ..arm_config import NODE_NAME, ArmConfig
+from ..ros_io import COMMAND_QOS, INSTRUCTION_QOS, stamp_seconds, trajectory_message
+from .arm import EVENT_QOS, EVENTS_TOPIC, START_SERVICE
+from .expert import ReachExpert
+from .scene import CUBE_COLORS, Placement, Scene, instruction_for, surface_distance
 
 EXPERT_LOOKAHEAD = 4  # points per expert trajectory (replaced every control step, like the policy's)
 SETTLE = 0.3  # seconds between resetting the driver and starting the next episode
@@ -350,9 +350,8 @@ def main(args: list[str] | None = None) -> int:
     import rclpy
     from rclpy.signals import SignalHandlerOptions
 
-    from .paths import config_path
-    from .ros_io import spin_until_signal
-    from .sim_seeds import EVAL_SEED_START
+    from ..ros_io import spin_until_signal
+    from .seeds import EVAL_SEED_START
 
     parser = argparse.ArgumentParser(description="Scored episodes on the simulated arm")
     parser.add_argument("--arm-config", default="sim_arm")
@@ -360,7 +359,7 @@ def main(args: list[str] | None = None) -> int:
     parser.add_argument("--seed-start", type=int, default=EVAL_SEED_START)
     parser.add_argument("--wrong-instruction", action="store_true")
     known, ros_args = parser.parse_known_args(args)
-    config = ArmConfig.from_yaml(config_path(known.arm_config))
+    config = ArmConfig.named(known.arm_config)
     seeds = list(range(known.seed_start, known.seed_start + known.episodes))
     with rclpy.init(args=ros_args, signal_handler_options=SignalHandlerOptions.NO):
         runner = EpisodeRunner(config, seeds, "policy", known.wrong_instruction)

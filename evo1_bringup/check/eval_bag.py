@@ -10,12 +10,12 @@ from tqdm import tqdm
 from evo1_policy.data.episode import DatasetError, Episode
 from evo1_policy.data.lerobot import read_lerobot
 from evo1_policy.data.rosbag import BagSpec, read_bag
-from evo1_policy.evaluate import EpisodeResult, evaluate_episode, metrics
+from evo1_policy.evaluation.open_loop import EpisodeResult, evaluate_episode, metrics
+from evo1_policy.evaluation.report import write_report
 from evo1_policy.policy import Evo1Policy
-from evo1_policy.report import write_report
 
-from .arm_config import ArmConfig
-from .paths import config_path
+from ..arm_config import ArmConfig
+from ..paths import config_path
 
 
 def _labels(checkpoints: list[str]) -> list[str]:
@@ -57,7 +57,7 @@ def eval_bags(
     action_source: str = "command",
     compile: str = "off",
 ) -> dict[str, Any]:
-    config = ArmConfig.from_yaml(config_path(arm_config))
+    config = ArmConfig.named(arm_config)
     checkpoints = [checkpoint] + ([compare] if compare else [])
     key = dataset_key or config.model.dataset_key or None
     policies = [Evo1Policy.from_checkpoint(c, device=device, dataset_key=key, compile=compile) for c in checkpoints]

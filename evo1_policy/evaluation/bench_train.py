@@ -15,14 +15,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..config import preset
+from ..devices import resolve_device
+from ..model import Evo1Model
+from ..normalize import Normalizer
+from ..processor import Observation, Processor
+from ..tokenizer import PromptTokenizer
+from ..training.trainer import enable_checkpointing, optimize_step, parameter_groups, set_stage_trainable
 from .bench import _cpu_name, _peak_memory_mb
-from .config import preset
-from .devices import resolve_device
-from .model import Evo1Model
-from .normalize import Normalizer
-from .processor import Observation, Processor
-from .tokenizer import PromptTokenizer
-from .train import enable_checkpointing, optimize_step, parameter_groups, set_stage_trainable
 
 PROMPT = "pick up the red cube and place it in the bowl"
 DIMS = 7

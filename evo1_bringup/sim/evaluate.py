@@ -21,14 +21,14 @@ from typing import Any
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 
-from .arm_config import ArmConfig
-from .launch_args import policy_overrides
-from .paths import config_path
-from .process import start_policy_node
-from .ros_io import isolate_domain
-from .sim_episodes import EpisodeRunner, format_summary, summarize
-from .sim_scene import CUBE_COLORS
-from .sim_seeds import EVAL_SEED_START
+from ..arm_config import ArmConfig
+from ..launch_args import policy_overrides
+from ..paths import config_path
+from ..process import start_policy_node
+from ..ros_io import isolate_domain
+from .episodes import EpisodeRunner, format_summary, summarize
+from .scene import CUBE_COLORS
+from .seeds import EVAL_SEED_START
 
 
 def _spawn(module: str, args: list[str], log: Path) -> subprocess.Popen:
@@ -76,7 +76,7 @@ def _episode_budget(episodes: int, episode_timeout: float) -> float:
 def _simulator(arm_yaml: Path, seed: int, episode_timeout: float, out_dir: Path) -> tuple[str, subprocess.Popen, Path]:
     log = out_dir / "sim.log"
     args = ["--arm-config", str(arm_yaml), "--seed", str(seed), "--episode-timeout", str(episode_timeout)]
-    return "simulator", _spawn("evo1_bringup.sim_arm", args, log), log
+    return "simulator", _spawn("evo1_bringup.sim.arm", args, log), log
 
 
 def _run(

@@ -26,19 +26,19 @@ import torch
 import yaml
 from torch import nn
 
-from .checkpoint import from_internvl_hf, load_checkpoint, save_checkpoint
-from .config import preset
-from .data.augment import Augmentation
-from .data.episode import DatasetError, Episode, check_consistent
-from .devices import resolve_device
-from .model import Evo1Model, ModelInputs
-from .normalize import Normalizer
-from .processor import Observation, Processor
-from .settings import load_yaml
-from .tokenizer import PromptTokenizer
+from ..checkpoint import from_internvl_hf, load_checkpoint, save_checkpoint
+from ..config import preset
+from ..data.augment import Augmentation
+from ..data.episode import DatasetError, Episode, check_consistent
+from ..devices import resolve_device
+from ..model import Evo1Model, ModelInputs
+from ..normalize import Normalizer
+from ..processor import Observation, Processor
+from ..settings import load_yaml
+from ..tokenizer import PromptTokenizer
 
 if TYPE_CHECKING:
-    from .data.rosbag import BagSpec
+    from ..data.rosbag import BagSpec
 
 STATE_FILE = "training_state.pt"
 
@@ -113,8 +113,8 @@ def load_episodes(
     """Every episode of the configured bags and datasets, validated; bad ones stop the run unless
     skip_bad_episodes, and then they are counted in the log. Bags are read with `bag_spec` (the
     topics and joints of data.arm_config, which `evo1 train` resolves: this package knows no ROS)."""
-    from .data.lerobot import read_lerobot
-    from .data.rosbag import read_bag
+    from ..data.lerobot import read_lerobot
+    from ..data.rosbag import read_bag
 
     episodes: list[Episode] = []
     skipped: list[str] = []

@@ -27,10 +27,10 @@ from trajectory_msgs.msg import JointTrajectory
 from evo1_msgs.msg import EpisodeEvent
 from evo1_msgs.srv import StartEpisode
 
-from .arm_config import ArmConfig
+from ..arm_config import ArmConfig
+from ..ros_io import COMMAND_QOS, follow_trajectory, spin_until_signal, stamp_seconds
 from .follower import TrajectoryFollower
-from .ros_io import COMMAND_QOS, follow_trajectory, spin_until_signal, stamp_seconds
-from .sim_scene import HOME, Scene, random_placement, start_pose
+from .scene import HOME, Scene, random_placement, start_pose
 
 EVENTS_TOPIC = "sim/episode_events"
 START_SERVICE = "sim/start_episode"
@@ -183,14 +183,12 @@ class SimArmNode(Node):
 def main(args: list[str] | None = None) -> int:
     import argparse
 
-    from .paths import config_path
-
     parser = argparse.ArgumentParser(description="Simulated arm for the Evo-1 suite")
     parser.add_argument("--arm-config", default="sim_arm")
     parser.add_argument("--seed", type=int, default=0, help="placement of the cubes before the first episode")
     parser.add_argument("--episode-timeout", type=float, default=8.0, help="seconds before an episode ends unscored")
     known, ros_args = parser.parse_known_args(args)
-    config = ArmConfig.from_yaml(config_path(known.arm_config))
+    config = ArmConfig.named(known.arm_config)
     with rclpy.init(args=ros_args, signal_handler_options=SignalHandlerOptions.NO):
         node = SimArmNode(config, seed=known.seed, episode_timeout=known.episode_timeout)
         spin_until_signal([node])

@@ -1,5 +1,5 @@
 """Questions and answers about the simulator's scenes, for the backbone's vision-language
-pretraining (`evo1 pretrain-vlm`, evo1_policy.vlm_pretrain). Rendered on the fly from seeds, no
+pretraining (`evo1 pretrain-vlm`, evo1_policy.training.vlm_pretrain). Rendered on the fly from seeds, no
 bags: a scene takes a few milliseconds, so millions are cheap.
 
 A scene: one to three of the cubes on the table (placed as episodes place them), the arm at an
@@ -35,8 +35,8 @@ import numpy as np
 from evo1_policy.data.vqa import VQAItem, VQASet
 from evo1_policy.images import resize_square
 
-from .sim_expert import ReachExpert
-from .sim_scene import CUBE_COLORS, PLACEMENT_HIGH, PLACEMENT_LOW, Placement, Scene, random_placement, start_pose
+from .expert import ReachExpert
+from .scene import CUBE_COLORS, PLACEMENT_HIGH, PLACEMENT_LOW, Placement, Scene, random_placement, start_pose
 
 ROWS = ("near", "far")
 COLUMNS = ("left", "middle", "right")

@@ -27,11 +27,11 @@ from trajectory_msgs.msg import JointTrajectory
 
 from evo1_msgs.msg import PolicyStatus
 
-from .arm_config import NODE_NAME, ArmConfig
-from .follower import TrajectoryFollower
-from .paths import config_path
-from .process import start_policy_node
-from .ros_io import COMMAND_QOS, INSTRUCTION_QOS, follow_trajectory, stamp_seconds
+from ..arm_config import NODE_NAME, ArmConfig
+from ..paths import config_path
+from ..process import start_policy_node
+from ..ros_io import COMMAND_QOS, INSTRUCTION_QOS, follow_trajectory, stamp_seconds
+from ..sim.follower import TrajectoryFollower
 
 
 class Feeder(Node):

@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 
 from evo1_policy.settings import load_yaml
-from evo1_policy.vlm_pretrain import PretrainSection
+from evo1_policy.training.vlm_pretrain import PretrainSection
 
-from .sim_scene import CUBE_COLORS, Scene, instruction_for, random_placement, start_pose
-from .sim_seeds import EVAL_SEED_START
-from .sim_vqa import HELD_OUT_SEED_START, TRAIN_SEED_START, render_vqa_set
+from .scene import CUBE_COLORS, Scene, instruction_for, random_placement, start_pose
+from .seeds import EVAL_SEED_START
+from .vqa import HELD_OUT_SEED_START, TRAIN_SEED_START, render_vqa_set
 
 
 @dataclass
@@ -54,7 +54,7 @@ def held_out_set(image_size: int, scenes: int, camera: str = "front", render_siz
 
 def pretrain_vlm(config: PretrainConfig, log: Any = print) -> dict[str, Any]:
     from evo1_policy.config import preset
-    from evo1_policy.vlm_pretrain import pretrain
+    from evo1_policy.training.vlm_pretrain import pretrain
 
     model_config = preset(config.model.preset)
     size, d = model_config.vision.image_size, config.data
@@ -74,7 +74,7 @@ def vqa_eval(vlm: str, checkpoint: str | None = None, scenes: int = 500) -> dict
     backbone read by the VLM's language head (does action training keep the grounding?)."""
     from evo1_policy.checkpoint import load_checkpoint
     from evo1_policy.tokenizer import PromptTokenizer
-    from evo1_policy.vlm_pretrain import evaluate, load_vlm
+    from evo1_policy.training.vlm_pretrain import evaluate, load_vlm
 
     model = load_vlm(vlm)
     if checkpoint:
@@ -96,7 +96,7 @@ def first_chunk_probe(checkpoint: str, scenes: int = 30, seed_start: int = EVAL_
     ignoring the instruction scores about a third."""
     from evo1_policy.policy import Evo1Policy
 
-    from .paths import checkpoint_path
+    from ..paths import checkpoint_path
 
     policy = Evo1Policy.from_checkpoint(str(checkpoint_path(checkpoint)), device="cpu")
     scene = Scene(["front"], 224, 224)

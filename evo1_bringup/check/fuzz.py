@@ -34,12 +34,12 @@ from trajectory_msgs.msg import JointTrajectory
 
 from evo1_msgs.msg import PolicyStatus
 
-from .arm_config import NODE_NAME, ArmConfig
+from ..arm_config import NODE_NAME, ArmConfig
+from ..process import start_policy_node
+from ..ros_io import COMMAND_QOS, INSTRUCTION_QOS, follow_trajectory, isolate_domain
+from ..sim.follower import TrajectoryFollower
+from .audit import audit_commands, audit_gripper, message_start
 from .bench_node import config_copy
-from .command_audit import audit_commands, audit_gripper, message_start
-from .follower import TrajectoryFollower
-from .process import start_policy_node
-from .ros_io import COMMAND_QOS, INSTRUCTION_QOS, follow_trajectory, isolate_domain
 
 FRAME = (72, 96)  # height, width of the stand-in cameras' frames
 FREEZES = (0.1, 0.2, 0.35, 0.6, 1.0)  # seconds the node's process is stopped
