@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from evo1_policy.settings import load_yaml
-from evo1_policy.training.vlm_pretrain import PretrainSection
+from evo1_policy.training.config import PretrainSection
 
 from .scene import CUBE_COLORS, Scene, instruction_for, random_placement, start_pose
 from .seeds import EVAL_SEED_START

@@ -21,7 +21,7 @@ from ..model import Evo1Model
 from ..normalize import Normalizer
 from ..processor import Observation, Processor
 from ..tokenizer import PromptTokenizer
-from ..training.trainer import enable_checkpointing, optimize_step, parameter_groups, set_stage_trainable
+from ..training.steps import enable_checkpointing, optimize_step, parameter_groups, set_stage_trainable
 from .bench import _cpu_name, _peak_memory_mb
 
 PROMPT = "pick up the red cube and place it in the bowl"

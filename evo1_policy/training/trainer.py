@@ -13,11 +13,8 @@ from __future__ import annotations
 import dataclasses
 import glob
 import json
-import math
 import os
 import time
-from contextlib import nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,77 +28,26 @@ from ..config import preset
 from ..data.augment import Augmentation
 from ..data.episode import DatasetError, Episode, check_consistent
 from ..devices import resolve_device
-from ..model import Evo1Model, ModelInputs
+from ..model import Evo1Model
 from ..normalize import Normalizer
 from ..processor import Observation, Processor
-from ..settings import load_yaml
 from ..tokenizer import PromptTokenizer
+from .config import NormalizationSection, TrainConfig
+from .steps import (
+    Distributed,
+    enable_checkpointing,
+    optimize_step,
+    parameter_groups,
+    rng,
+    set_stage_trainable,
+    torch_generator,
+    warmup_cosine,
+)
 
 if TYPE_CHECKING:
     from ..data.rosbag import BagSpec
 
 STATE_FILE = "training_state.pt"
-
-
-@dataclass
-class ModelSection:
-    preset: str = "evo1-tiny"
-    init_checkpoint: str = ""  # start from these weights (our format or any loadable one)
-    internvl_hf: str = ""  # or: a fresh head on this InternVL3 -hf backbone
-    instruction_first: bool = False  # fresh models: instruction before images (the preset may already say so)
-
-
-@dataclass
-class DataSection:
-    bags: list[str] = field(default_factory=list)  # paths or globs (sqlite3 or mcap bag folders/files)
-    lerobot: list[str] = field(default_factory=list)  # LeRobot v2.1 / v3.0 dataset folders
-    arm_config: str = "sim_arm"  # for bags: the node's topics, joints and control rate
-    action_source: str = "command"  # for bags: "command" (the trajectory topic) or "next-state"
-    instructions: dict[str, str] = field(default_factory=dict)  # bag name -> instruction, if not in the bag
-    skip_bad_episodes: bool = False  # otherwise a bad episode stops the run
-
-
-@dataclass
-class NormalizationSection:
-    mode: str = "bounds"
-    action_space: str = "absolute"
-    absolute_dims: list[int] = field(default_factory=list)
-
-
-@dataclass
-class TrainSection:
-    stages: list[int] = field(default_factory=lambda: [1, 2])
-    stage1_steps: int = 1000
-    stage2_steps: int = 1000
-    batch_size: int = 8
-    lr: float = 1e-4
-    vlm_lr_scale: float = 1.0  # stage 2: the VLM learns at lr x this (below 1 keeps more of its pretraining)
-    warmup_steps: int = 100
-    weight_decay: float = 1e-3
-    grad_clip: float = 1.0
-    seed: int = 0
-    augment: bool = True
-    gradient_checkpointing: bool = False  # the VLM's layers: recomputed in backward (memory for time)
-    head_checkpointing: bool = False  # the action head's blocks, likewise
-    save_every: int = 500
-    log_every: int = 10
-    device: str = "auto"
-
-
-@dataclass
-class TrainConfig:
-    model: ModelSection = field(default_factory=ModelSection)
-    data: DataSection = field(default_factory=DataSection)
-    normalization: NormalizationSection = field(default_factory=NormalizationSection)
-    train: TrainSection = field(default_factory=TrainSection)
-    output: str = "runs/evo1"
-
-    @classmethod
-    def load(cls, path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
-        return load_yaml(cls, path, overrides, "training config key")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -191,103 +137,6 @@ class Windows:
 
 
 # ------------------------------------------------------------------------------------------ training
-
-
-def _rng(*keys: int) -> np.random.Generator:
-    return np.random.default_rng([abs(int(k)) for k in keys])
-
-
-def _torch_generator(*keys: int) -> torch.Generator:
-    return torch.Generator().manual_seed(int(_rng(*keys).integers(2**62)))
-
-
-def parameter_groups(
-    model: nn.Module, weight_decay: float, lr: float, scaled: nn.Module | None = None, scale: float = 1.0
-) -> list[dict[str, Any]]:
-    """Weight decay on matrices only: not on biases, norms, scales or tables of one dimension. The
-    parameters of `scaled` (the VLM in stage 2) learn at lr x scale. With scale 1 the groups are the
-    two of earlier versions, in the same order, so their training states still resume."""
-    scaled_ids = {id(p) for p in scaled.parameters()} if scaled is not None and scale != 1.0 else set()
-    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
-    for _, p in model.named_parameters():
-        if p.requires_grad:
-            groups.setdefault((p.ndim >= 2, id(p) in scaled_ids), []).append(p)
-    return [
-        {"params": params, "weight_decay": weight_decay if decay else 0.0, "lr": lr * (scale if in_scaled else 1.0)}
-        for (decay, in_scaled), params in sorted(groups.items(), key=lambda item: (not item[0][0], item[0][1]))
-    ]
-
-
-def warmup_cosine(warmup: int, total: int):
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / max(1, warmup)
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-    return factor
-
-
-@dataclass
-class Distributed:
-    rank: int = 0
-    world: int = 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    @classmethod
-    def from_env(cls, device: torch.device) -> Distributed:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world <= 1:
-            return cls()
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        return cls(dist.get_rank(), world)
-
-
-def set_stage_trainable(model: Evo1Model, stage: int) -> None:
-    """Stage 1: the action head (with the integration module) learns, the VLM is frozen. Stage 2:
-    everything learns."""
-    for p in model.embedder.parameters():
-        p.requires_grad_(stage == 2)
-    for p in model.action_head.parameters():
-        p.requires_grad_(True)
-
-
-def enable_checkpointing(model: Evo1Model, vlm: bool, head: bool) -> None:
-    """Activation checkpointing: recompute the VLM's layers (transformers' own) and/or the head's
-    blocks in the backward pass instead of keeping their activations (memory for time)."""
-    backbone = model.embedder.model
-    if vlm:
-        enable = getattr(backbone, "activation_checkpointing_enable", None) or backbone.gradient_checkpointing_enable
-        enable()
-    elif backbone.is_gradient_checkpointing:
-        backbone.gradient_checkpointing_disable()
-    model.action_head.checkpoint_blocks = head
-
-
-def optimize_step(
-    module: nn.Module,
-    model: Evo1Model,
-    inputs: ModelInputs,
-    target: torch.Tensor,
-    draws: tuple[torch.Tensor, torch.Tensor],
-    optimizer: torch.optim.Optimizer,
-    grad_clip: float,
-) -> torch.Tensor:
-    """One optimiser step on the flow-matching loss (bf16 autocast on CUDA); the loss, detached."""
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if target.device.type == "cuda" else nullcontext()
-    with autocast:
-        loss = module(inputs, target, draws)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], grad_clip)
-    optimizer.step()
-    return loss.detach()
 
 
 class Trainer:
@@ -404,19 +253,19 @@ class Trainer:
         t = self.config.train
         seed = t.seed
         module.train()
-        torch.manual_seed(int(_rng(seed, stage, step, 7).integers(2**62)))  # dropout
-        indices = _rng(seed, stage, step).integers(len(self.windows), size=t.batch_size)
+        torch.manual_seed(int(rng(seed, stage, step, 7).integers(2**62)))  # dropout
+        indices = rng(seed, stage, step).integers(len(self.windows), size=t.batch_size)
         mine = np.arange(t.batch_size)[self.dist.rank :: self.dist.world]
         observations, actions = [], []
         for i in mine:
-            obs, window = self.windows.sample(int(indices[i]), self.augment, _rng(seed, stage, step, int(i), 1))
+            obs, window = self.windows.sample(int(indices[i]), self.augment, rng(seed, stage, step, int(i), 1))
             observations.append(obs)
             actions.append(window)
         states = np.stack([o.state for o in observations])
         inputs = self.processor.inputs(observations).to(self.device)
         target = self.processor.model_actions(np.stack(actions), states).to(self.device)
         noise, times = self.model.draw_noise_and_time(
-            (t.batch_size, *target.shape[1:]), _torch_generator(seed, stage, step, 3)
+            (t.batch_size, *target.shape[1:]), torch_generator(seed, stage, step, 3)
         )
         draws = (noise[mine].to(self.device), times[mine].to(self.device))
         value = optimize_step(module, self.model, inputs, target, draws, optimizer, t.grad_clip)

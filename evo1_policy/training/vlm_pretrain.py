@@ -21,7 +21,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ from ..data.vqa import VQAItem, VQASet  # noqa: F401 - also this module's names 
 from ..devices import resolve_device
 from ..images import normalize_image
 from ..tokenizer import PromptTokenizer
+from .config import PretrainSection
 
 LM_HEAD_KEY = "lm_head.weight"
 
@@ -140,21 +141,6 @@ def evaluate(
     return accuracy
 
 
-@dataclass
-class PretrainSection:
-    steps: int = 4000
-    batch_size: int = 32
-    lr: float = 5e-4
-    warmup_steps: int = 200
-    weight_decay: float = 1e-3
-    grad_clip: float = 1.0
-    seed: int = 0
-    eval_every: int = 500
-    # Sampling weight of each question kind (kinds not named: 1.0).
-    kind_weights: dict[str, float] = field(default_factory=dict)
-    device: str = "auto"
-
-
 def _sampler(data: VQASet, weights: dict[str, float], rng: np.random.Generator) -> Callable[[int], list[int]]:
     by_kind: dict[str, list[int]] = {}
     for i, item in enumerate(data.items):
@@ -183,7 +169,7 @@ def pretrain(
 ) -> dict[str, Any]:
     """Train a fresh VisionLanguageModel of `config` on `train`; evaluate on `test` every
     eval_every steps; save the -hf folder to output/final. Returns the final report."""
-    from .trainer import parameter_groups, warmup_cosine
+    from .steps import parameter_groups, warmup_cosine
 
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
