@@ -12,116 +12,61 @@ message starts from where the arm is at its own start time.
 from __future__ import annotations
 
 import collections
-import math
-import os
 import threading
 import time
-import traceback
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import rclpy
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import qos_profile_sensor_data
 from rclpy.signals import SignalHandlerOptions
-from rclpy.time import Time
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Float64, String
 from trajectory_msgs.msg import JointTrajectory
 
 from evo1_msgs.msg import ActionChunk, PolicyStatus
 from evo1_msgs.srv import Reset
-from evo1_policy.chunking import ChunkExecutor, Request
-from evo1_policy.images import ImageError, decode_compressed_msg, decode_image_msg, header_problem
+from evo1_policy.chunking import ChunkExecutor, ControlClock, Request
+from evo1_policy.images import header_problem
 from evo1_policy.joints import JointStateError, joint_positions
-from evo1_policy.normalize import Normalizer
 from evo1_policy.policy import Evo1Policy
 
 from .arm_config import NODE_NAME, ArmConfig, parameter_schema
-from .paths import checkpoint_path
-from .ros_io import COMMAND_QOS, INSTRUCTION_QOS, spin_until_signal, stamp_seconds, trajectory_message
-from .safety import Commanded, Limits, OutlierFilter, check_chunk, hold_point, out_of_range, safe_path
-
-MAX_REJECT_CAUSES = 32  # distinct causes kept in the status; further new kinds count as "other"
-MAX_DETAIL = 300  # characters of a rejected input's detail kept for the status
-
-
-def load_policy(config: ArmConfig) -> Evo1Policy:
-    """The policy the config names: a checkpoint, or (demos/tests) an untrained preset."""
-    m = config.model
-    dtype = m.dtype or None
-    if m.checkpoint:
-        return Evo1Policy.from_checkpoint(
-            checkpoint_path(m.checkpoint), device=m.device, dtype=dtype, dataset_key=m.dataset_key or None
-        )
-    if m.preset:
-        dims = len(config.action_names)
-        normalizer = Normalizer.from_limits(config.lower, config.upper, config.action_names)
-        return Evo1Policy.from_preset(m.preset, dims, dims, device=m.device, dtype=dtype, normalizer=normalizer)
-    raise ValueError("model.checkpoint is empty (and no model.preset): say which policy to run")
-
-
-@dataclass
-class Stamped:
-    value: Any
-    received: float  # time.monotonic() at arrival
-    stamp: float  # header stamp in seconds (0 if none)
-    received_ros: float = 0.0  # the node's ROS clock at arrival, seconds (the time base of trajectories)
-
-
-@dataclass
-class Snapshot:
-    images: list[Any]
-    positions: np.ndarray
-    instruction: str
-    tick: int
-    oldest_stamp: float
-    received: float  # monotonic arrival of the newest camera frame used
-
-
-@dataclass(frozen=True)
-class NodeSnapshot:
-    """What the node has done so far, read under its lock: for progress lines and summaries."""
-
-    reason: str  # why it is not commanding ("" when it is)
-    chunks: int
-    trajectories: int
-    last_latency: float | None  # seconds of the last chunk, None before the first
-    rejected: dict[str, int]  # rejected inputs and outputs by cause
-    last_error: str
-    inference_path: str
-
-
-@dataclass
-class Counters:
-    """Rejected inputs by stable cause, bounded: the last detail of each cause is kept beside it."""
-
-    causes: collections.Counter = field(default_factory=collections.Counter)
-    details: dict[str, str] = field(default_factory=dict)
-    last_logged: dict[str, float] = field(default_factory=dict)
-
-    def count(self, cause: str, detail: str) -> str:
-        if cause not in self.causes and len(self.causes) >= MAX_REJECT_CAUSES:
-            cause = "other"
-        self.causes[cause] += 1
-        self.details[cause] = detail[:MAX_DETAIL]
-        return cause
+from .commander import ArmCommander
+from .inference_worker import (
+    MAX_DETAIL,
+    InferenceWorker,
+    Result,
+    Snapshot,
+    Stamped,
+    check_fits,
+    decode_frame,
+    describe,
+    instruction_problem,
+    load_policy,
+    warm_up,
+)
+from .node_status import Counters, NodeSnapshot, declare_parameters, fill_lifecycle, fill_rates
+from .ros_io import COMMAND_QOS, INSTRUCTION_QOS, chunk_message, spin_until_signal, stamp_seconds
+from .safety import Limits, OutlierFilter, check_chunk, input_problem, out_of_range
 
 
 class PolicyNode(LifecycleNode):
     def __init__(self, node_name: str = NODE_NAME, policy: Evo1Policy | None = None, **kwargs: Any):
         super().__init__(node_name, **kwargs)
         self._injected_policy = policy  # tests and `evo1 bench-node` may hand in a loaded policy
-        self._declare_parameters()
+        declare_parameters(self, parameter_schema())
+        self.add_on_set_parameters_callback(self._on_set_parameters)
         self.config: ArmConfig | None = None
         self.policy: Evo1Policy | None = None
         self._lock = threading.Lock()
-        self._wake = threading.Condition(self._lock)
+        self._worker = InferenceWorker(
+            self._lock, self._snapshot, self._predict, self._reject, lambda text: self.get_logger().error(text)
+        )
+        self._arm = ArmCommander()
         self._active = False
-        self._worker: threading.Thread | None = None
-        self._stop_worker = False
         self._warmup_time = 0.0
         # entities of the configured state, created by configure and destroyed by cleanup/shutdown
         self._config_subscriptions: list[Any] = []
@@ -134,22 +79,6 @@ class PolicyNode(LifecycleNode):
         self.create_timer(1.0 / self.get_parameter("status_rate_hz").value, lambda: self._publish_status(force=True))
 
     # ------------------------------------------------------------------ parameters
-    def _declare_parameters(self) -> None:
-        for name, default, meta in parameter_schema():
-            descriptor = ParameterDescriptor(description=meta["description"], read_only=not meta["dynamic"])
-            if meta["choices"]:
-                descriptor.additional_constraints = f"one of: {', '.join(meta['choices'])}"
-            low, high = meta["range"]
-            bounded = low is not None or high is not None
-            if isinstance(default, float) and bounded:
-                low, high = -1e300 if low is None else low, 1e300 if high is None else high
-                descriptor.floating_point_range = [FloatingPointRange(from_value=float(low), to_value=float(high))]
-            elif isinstance(default, int) and not isinstance(default, bool) and bounded:
-                low, high = -(2**62) if low is None else low, 2**62 if high is None else high
-                descriptor.integer_range = [IntegerRange(from_value=int(low), to_value=int(high))]
-            self.declare_parameter(name, default, descriptor)
-        self.add_on_set_parameters_callback(self._on_set_parameters)
-
     def _on_set_parameters(self, params: list[Any]) -> SetParametersResult:
         for p in params:
             if p.name == "safety.dry_run" and self.config is not None:
@@ -165,34 +94,14 @@ class PolicyNode(LifecycleNode):
     def configure_failed(self) -> bool:
         return self.config is None and self._reason.startswith("configure failed")
 
-    def _read_config(self) -> ArmConfig:
-        values = {name: self.get_parameter(name).value for name, _, _ in parameter_schema()}
-        config = ArmConfig.from_parameters(values)
-        config.validate()
-        return config
-
     # ------------------------------------------------------------------ lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
-            config = self._read_config()
+            config = ArmConfig.from_parameters({n: self.get_parameter(n).value for n, _, _ in parameter_schema()})
+            config.validate()
             policy = self._injected_policy or load_policy(config)
-            if policy.action_dim != len(config.action_names) or policy.state_dim != len(config.action_names):
-                raise ValueError(
-                    f"checkpoint has {policy.state_dim} state / {policy.action_dim} action dims but the arm config "
-                    f"names {len(config.action_names)} ({config.action_names})"
-                )
-            if config.control.execute_steps > policy.config.horizon:
-                raise ValueError(
-                    f"control.execute_steps {config.control.execute_steps} exceeds the model's horizon "
-                    f"{policy.config.horizon}"
-                )
-            if len(config.cameras.names) > policy.config.max_views:
-                raise ValueError(f"{len(config.cameras.names)} cameras but the model takes {policy.config.max_views}")
-            if policy.device.type == "cpu":
-                import torch
-
-                torch.set_num_threads(config.model.threads or max(1, (os.cpu_count() or 2) - 1))
-            self._warm_up(policy, config)
+            check_fits(policy, config)
+            self._warmup_time = warm_up(policy, config, self.get_logger())
         except Exception as error:  # noqa: BLE001 - any failure (a corrupt file, a torch error) is one clear line
             self._last_error = f"configure failed: {describe(error)}"
             self._reason = self._last_error
@@ -203,17 +112,10 @@ class PolicyNode(LifecycleNode):
         self.dt = 1.0 / config.control.rate_hz
         self.limits = Limits.of(config.lower, config.upper, config.max_velocity, self.dt)
         self._outliers = OutlierFilter(self.limits.max_velocity, config.safety.joint_state_jump)
-        self.executor_plan = ChunkExecutor(
-            config.control.execute_steps,
-            config.control.merge,
-            config.control.blend_steps,
-            config.control.request_margin_steps,
-            config.control.rtc_decay_steps,
-            config.control.rtc_max_guidance,
-        )
+        self.executor_plan = ChunkExecutor.for_control(config.control)
+        self._control_clock = ControlClock(self.dt)
         self._create_interfaces(config)
-        self._stop_worker = False
-        self._worker = threading.Thread(target=self._inference_loop, name="evo1-inference", daemon=True)
+        self._arm.attach(config, self.limits, self.dt, self.trajectory_pub, self.gripper_pub, self.get_logger())
         self._worker.start()
         self.get_logger().info(
             f"configured: {policy.config.preset}, {len(config.cameras.names)} camera(s), joints {config.action_names}, "
@@ -222,28 +124,11 @@ class PolicyNode(LifecycleNode):
         self._status_changed = True
         return TransitionCallbackReturn.SUCCESS
 
-    def _warm_up(self, policy: Evo1Policy, config: ArmConfig) -> None:
-        """Choose the inference path and run it once per shape the node will use (plain chunks, and
-        guided ones under rtc), so capture, compilation and lazy initialisation happen here and the
-        first chunk on the arm is not slow. A capture that fails leaves that shape eager, said once."""
-        mode = config.model.compile
-        if mode == "graphs" and policy.device.type != "cuda":
-            self.get_logger().warning(f"model.compile 'graphs' needs CUDA; the policy runs on {policy.device}: eager")
-            mode = "off"
-        policy.set_compile(mode)
-        self._warmup_time = policy.warm_up(
-            len(config.cameras.names), steps=config.model.steps or None, guided=config.control.merge == "rtc"
-        )
-        path = policy.inference_path
-        if mode != "off" and path != mode:
-            self.get_logger().warning(f"model.compile '{mode}' could not be used, running {path}")
-        self.get_logger().info(f"inference path: {path}; warm-up took {self._warmup_time:.2f} s")
-
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         with self._lock:
             self._reset_plan("activated")
             self._active = True
-        self._epoch = None  # the control grid starts at the first update
+        self._control_clock.restart()  # the control grid starts at the first update
         self._control_timers = [self.create_timer(self.dt, self._control_step)]
         self._status_changed = True
         self.get_logger().info("active")
@@ -278,11 +163,7 @@ class PolicyNode(LifecycleNode):
         self._publish_status(force=True)
 
     def _teardown(self) -> None:
-        with self._lock:
-            self._stop_worker = True
-            self._wake.notify_all()
-        if self._worker is not None:
-            self._worker.join(timeout=5.0)
+        self._worker.stop()
         # what configure created, each destroyed by its own kind (as ros2/demos lifecycle_py does)
         for subscription in self._config_subscriptions:
             self.destroy_subscription(subscription)
@@ -320,14 +201,9 @@ class PolicyNode(LifecycleNode):
     def _reject(self, cause: str, detail: str = "") -> None:
         """Count a rejected input under a stable cause (its latest detail kept); log each cause at
         most every 5 s."""
-        now = time.monotonic()
         detail = detail or cause
         with self._lock:
-            cause = self._counters.count(cause, detail)
-            last = self._counters.last_logged.get(cause, -math.inf)
-            log = now - last >= 5.0
-            if log:
-                self._counters.last_logged[cause] = now
+            cause, log = self._counters.count(cause, detail, time.monotonic())
             self._last_error = detail[:MAX_DETAIL]
             count = self._counters.causes[cause]
         if log:
@@ -374,7 +250,7 @@ class PolicyNode(LifecycleNode):
 
     def _on_instruction(self, msg: String) -> None:
         text = msg.data.strip()
-        problem = self._instruction_problem(text)
+        problem = instruction_problem(text, self.policy, len(self.config.cameras.names))
         if problem:
             kind, detail = problem
             self._reject(kind, detail)
@@ -387,20 +263,6 @@ class PolicyNode(LifecycleNode):
         if changed:
             self.get_logger().info(f"instruction: {text!r}")
             self._status_changed = True
-
-    def _instruction_problem(self, text: str) -> tuple[str, str] | None:
-        """(cause, detail) when an instruction cannot be used; checked here, at the topic, so a bad
-        one is refused once with its reason instead of failing every inference. (An embedded NUL
-        never arrives: ROS 2 cuts strings there when serialising, so `evo1 instruct` refuses it.)"""
-        if not text:
-            return "empty instruction", "empty instruction"
-        if len(text) > 2000:
-            return "instruction too long", f"instruction of {len(text)} characters is too long (max 2000)"
-        try:
-            self.policy.processor.check_instruction(text, len(self.config.cameras.names))
-        except ValueError as error:
-            return "instruction too long", f"instruction refused: {error}"
-        return None
 
     def _on_reset(self, request: Reset.Request, response: Reset.Response) -> Reset.Response:
         del request
@@ -422,20 +284,8 @@ class PolicyNode(LifecycleNode):
         self._last_error = ""
         self._status_changed = True
         self._reason = "unconfigured"
-        self._epoch: float | None = None  # monotonic time of tick 0
-        self._tick = 0
-        self._holding = False
-        self._commanded: Commanded | None = None  # the last published trajectory (motion or hold)
         self._plan_dropped = ""  # why the plan was last dropped ("" once a chunk arrived since)
-        self._inference_failure = ""  # the last failed inference ("" after a success)
-        self._request: Request | None = None
-        self._in_flight_since: float | None = None
-        self._result: tuple[np.ndarray, Snapshot, float, int] | None = None
-        self._generation = 0
-        self._latencies: collections.deque[float] = collections.deque(maxlen=20)
-        self._inference_count = 0
         self._chunk_times: collections.deque[float] = collections.deque(maxlen=20)
-        self._trajectories = 0
         self._chunks = 0
         self.tick_durations: collections.deque[float] = collections.deque(maxlen=2000)
         self.tick_times: collections.deque[float] = collections.deque(maxlen=2000)
@@ -446,81 +296,24 @@ class PolicyNode(LifecycleNode):
         """Drop queued actions and any chunk in flight (called with the lock held)."""
         if hasattr(self, "executor_plan"):
             self.executor_plan.reset()
-        self._generation += 1  # a chunk computed for the old situation is discarded on arrival
-        self._result = None
-        self._request = None
+        self._worker.drop()  # a chunk computed for the old situation is discarded on arrival
         self._plan_dropped = why
         self.get_logger().debug(f"plan reset: {why}")
 
-    def _latency_estimate(self) -> float:
-        # The first inference (cold start) is not representative; until others exist, assume one step.
-        recent = list(self._latencies)[1:] if len(self._latencies) > 1 else []
-        return float(np.percentile(recent, 90)) if recent else self.dt
-
     # ------------------------------------------------------------------ inference worker
-    def _inference_loop(self) -> None:
-        failures = 0  # consecutive unexpected failures: each doubles the pause before the next try
-        while True:
-            with self._lock:
-                while not self._stop_worker and self._request is None:
-                    self._wake.wait(timeout=0.5)
-                if self._stop_worker:
-                    return
-                request, generation = self._request, self._generation
-                snapshot = self._snapshot(request.tick)
-            if snapshot is None:
-                with self._lock:
-                    self._request = None
-                continue
-            start = time.monotonic()
-            with self._lock:
-                self._in_flight_since = start
-            chunk, cause, error = None, "", ""
-            try:
-                images = [self._decode(i, s) for i, s in enumerate(snapshot.images)]
-                seed = self.config.model.seed if self.config.model.seed >= 0 else None
-                chunk = self.policy.predict_chunk(
-                    images,
-                    snapshot.positions,
-                    snapshot.instruction,
-                    steps=self.config.model.steps or None,
-                    seed=seed,
-                    guidance=request.guidance,
-                )
-            except ImageError as exc:  # a bad frame: this observation is skipped
-                cause, error = str(exc).split(":")[0] + ": undecodable image", str(exc)
-            except ValueError as exc:  # an input the model refuses
-                cause, error = "inference input refused", f"inference input: {exc}"
-            except Exception as exc:  # noqa: BLE001 - the worker must outlive anything (CUDA OOM, a bug)
-                cause, error = f"inference failed: {type(exc).__name__}", describe(exc)
-                failures += 1
-                if failures == 1:
-                    self.get_logger().error(f"inference failed:\n{traceback.format_exc()}")
-            finally:
-                latency = time.monotonic() - start
-                with self._lock:
-                    self._in_flight_since = None
-                    self._request = None
-                    if chunk is not None and generation == self._generation:
-                        self._result = (chunk, snapshot, latency, generation)
-                    self._latencies.append(latency)
-                    self._inference_count += 1
-                    self._inference_failure = error
-            if not error:
-                failures = 0
-                continue
-            self._reject(cause, error)
-            if failures:
-                pause = min(0.1 * 2 ** (failures - 1), 5.0)
-                with self._lock:
-                    self._wake.wait_for(lambda: self._stop_worker, timeout=pause)
-
-    def _decode(self, index: int, stamped: Stamped) -> np.ndarray:
-        try:
-            msg = stamped.value
-            return decode_compressed_msg(msg) if isinstance(msg, CompressedImage) else decode_image_msg(msg)
-        except ImageError as error:
-            raise ImageError(f"camera '{self.config.cameras.names[index]}': {error}") from None
+    def _predict(self, snapshot: Snapshot, request: Request) -> np.ndarray:
+        """The worker's model call (outside the lock): decode the frames, one chunk."""
+        images = [
+            decode_frame(s.value, name) for s, name in zip(snapshot.images, self.config.cameras.names, strict=True)
+        ]
+        return self.policy.predict_chunk(
+            images,
+            snapshot.positions,
+            snapshot.instruction,
+            steps=self.config.model.steps or None,
+            seed=self.config.model.seed if self.config.model.seed >= 0 else None,
+            guidance=request.guidance,
+        )
 
     def _snapshot(self, tick: int) -> Snapshot | None:
         """The latest inputs, taken together (lock held)."""
@@ -537,48 +330,25 @@ class PolicyNode(LifecycleNode):
         )
 
     # ------------------------------------------------------------------ control loop
-    def _why_not_commanding(self, now: float) -> str:
-        """'' when every input is fresh and plausible and an instruction is known (lock held). A
-        stable phrase per cause: the ages are in the status's own fields."""
-        if self._instruction is None:
-            return "no instruction"
-        s = self.config.safety
-        for name, msg in zip(self.config.cameras.names, self._camera_msgs, strict=True):
-            if msg is None:
-                return f"no image from camera '{name}'"
-            if now - msg.received > s.camera_timeout:
-                return f"camera '{name}' stale (> {s.camera_timeout} s)"
-        if self._joint_fault:
-            return self._joint_fault
-        if self._joints is None:
-            return "no joint states"
-        if now - self._joints.received > s.joint_state_timeout:
-            return f"joint states stale (> {s.joint_state_timeout} s)"
-        if self._in_flight_since is not None and now - self._in_flight_since > s.inference_timeout:
-            return f"inference slower than {s.inference_timeout} s"
-        return ""
-
-    def _clock_tick(self, started: float) -> tuple[int, float]:
-        """The control tick from the clock (not a count of callbacks: a late update skips the
-        steps that passed) and how late this update is for it, in seconds (negative: early)."""
-        if self._epoch is None:
-            self._epoch = started - self._tick * self.dt
-        phase = (started - self._epoch) / self.dt
-        tick = max(round(phase), self._tick)
-        return tick, (phase - tick) * self.dt
-
     def _control_step(self) -> None:
         started = time.monotonic()
         now = self._ros_now()  # the stamp of whatever this update publishes
         self.tick_times.append(started)
-        tick, late = self._clock_tick(started)
-        self._tick = tick
+        tick, late = self._control_clock.advance(started)
         with self._lock:
-            reason = self._why_not_commanding(started)
-            arrived = self._result
-            self._result = None
+            reason = input_problem(
+                started,
+                self._instruction,
+                self.config.cameras.names,
+                self._camera_msgs,
+                self._joints,
+                self._joint_fault,
+                self._worker.in_flight_since,
+                self.config.safety,
+            )
+            arrived = self._worker.take_result()
         if arrived is not None:
-            self._accept_chunk(*arrived, tick=tick, now=now)
+            self._accept_chunk(arrived, tick=tick, now=now)
         if reason:
             with self._lock:
                 self._reset_plan(reason)
@@ -587,11 +357,9 @@ class PolicyNode(LifecycleNode):
             return
         with self._lock:
             plan = self.executor_plan
-            idle = self._request is None and self._in_flight_since is None
-            latency = self._latency_estimate()
-            if idle and plan.needs_chunk(tick, latency, self.dt):
-                self._request = plan.request(tick, latency, self.dt)
-                self._wake.notify_all()
+            latency = self._worker.latency_estimate(self.dt)
+            if self._worker.idle and plan.needs_chunk(tick, latency, self.dt):
+                self._worker.ask(plan.request(tick, latency, self.dt))
             upcoming = plan.upcoming(tick, self.config.control.max_points)
             waiting = self._waiting_reason() if len(upcoming) == 0 else ""
         if waiting:
@@ -613,8 +381,8 @@ class PolicyNode(LifecycleNode):
             return f"waiting for a chunk: plan dropped ({self._plan_dropped})"
         if self._chunks == 0:
             return "waiting for the first chunk"
-        if self._inference_failure:
-            return f"holding: plan ran out; last inference failed ({self._inference_failure.split(':')[0]})"
+        if self._worker.failure:
+            return f"holding: plan ran out; last inference failed ({self._worker.failure.split(':')[0]})"
         return "holding: plan ran out (inference slower than the plan)"
 
     def _stop(self, now: float, reason: str) -> None:
@@ -622,36 +390,13 @@ class PolicyNode(LifecycleNode):
         self._set_reason(reason)
 
     def _start_position(self, now: float) -> np.ndarray | None:
-        """Where the arm is at `now`, the start of the next message (docs/safety.md): on the running
-        trajectory (or at rest at its end); after a hold, or before any command, at rest wherever a
-        joint state measured after the hold ended says. None: no such joint state yet."""
-        commanded = self._commanded
-        if commanded is not None and not self._holding:
-            return commanded.position_at(now)
+        """Where the arm is at `now`, the start of the next message (ArmCommander.start_position)."""
         with self._lock:
-            joints = self._joints
-            # a reading that jumped is waiting for the next to confirm it: until then where the arm
-            # is, is not known (it may have been moved: a reset, a push)
-            unconfirmed = self._outliers.candidate is not None
-        if unconfirmed or (commanded is not None and not self._measured_after(joints, commanded.end_time)):
-            return None
-        return joints.value.copy()
+            joints, unconfirmed = self._joints, self._outliers.candidate is not None
+        return self._arm.start_position(now, joints, unconfirmed)
 
-    def _measured_after(self, joints: Stamped, moment: float) -> bool:
-        """Whether a joint state was measured after `moment` (node ROS time): a reading can arrive
-        after the moment yet be older. Its stamp says when, if it agrees with the arrival (the
-        clocks are shared); otherwise (no stamp, another clock, a replayed bag) its arrival, one
-        control period later."""
-        shared_clock = (
-            joints.stamp > 0 and abs(joints.received_ros - joints.stamp) <= self.config.safety.joint_state_timeout
-        )
-        if shared_clock:
-            return joints.stamp > moment
-        return joints.received_ros > moment + self.dt
-
-    def _accept_chunk(
-        self, chunk: np.ndarray, snapshot: Snapshot, latency: float, generation: int, tick: int, now: float
-    ) -> None:
+    def _accept_chunk(self, arrived: Result, tick: int, now: float) -> None:
+        chunk, snapshot, latency = arrived.chunk, arrived.snapshot, arrived.latency
         self._chunks += 1
         self._chunk_times.append(time.monotonic())
         self._publish_chunk(chunk, snapshot, latency)
@@ -666,64 +411,24 @@ class PolicyNode(LifecycleNode):
             self._hold(now, "rejected chunk")
             return
         with self._lock:
-            if generation != self._generation:
+            if arrived.generation != self._worker.generation:
                 return
             self.executor_plan.merge(chunk, snapshot.tick, tick)
             self._plan_dropped = ""
         self._pending_latency_mark = snapshot.received
 
     def _command(self, now: float, start: np.ndarray, times: np.ndarray, targets: np.ndarray) -> None:
-        if self.config.safety.dry_run:
-            return  # nothing commanded: whatever held before still holds
-        points = safe_path(targets, start, times, self.limits)
-        # on the running trajectory the arm moves as its cubic says; after a hold it is at rest
-        running = self._commanded is not None and not self._holding
-        velocity = self._commanded.velocity_at(now) if running else np.zeros_like(start)
-        self._holding = False
-        self._publish_trajectory(now, start, times, points, velocity)
-        if self._pending_latency_mark is not None:
+        if self._arm.move(now, start, times, targets) and self._pending_latency_mark is not None:
             self.obs_to_command.append(time.monotonic() - self._pending_latency_mark)
             self._pending_latency_mark = None
 
     def _hold(self, now: float, why: str) -> None:
-        """Stop where the arm is, once: one point at rest reached by decelerating from the running
-        trajectory (safety.hold_point); nothing in dry_run or before any command. Then nothing
-        until the node commands motion again."""
-        if self._holding or self._commanded is None or self.config is None:
-            return
-        self._holding = True
-        if self.config.safety.dry_run:
-            return
-        start = self._commanded.position_at(now)
-        point = hold_point(self._commanded, now, self.limits)
-        self._publish_trajectory(now, start, np.array([self.dt]), point[None, :], self._commanded.velocity_at(now))
-        self.get_logger().info(f"holding position: {why}", throttle_duration_sec=2.0)
-
-    def _publish_trajectory(
-        self, now: float, start: np.ndarray, times: np.ndarray, points: np.ndarray, start_velocity: np.ndarray
-    ) -> None:
-        """start, start_velocity: where the arm is and how it moves when this message takes effect."""
-        msg = trajectory_message(self.config.trajectory_names, points, start, times)
-        if self.config.control.stamp_trajectories:
-            msg.header.stamp = Time(nanoseconds=round(now * 1e9)).to_msg()
-        self.trajectory_pub.publish(msg)
-        self._commanded = Commanded(now, np.asarray(start, float), np.asarray(times, float), points, start_velocity)
-        if self.gripper_pub is not None:
-            self.gripper_pub.publish(Float64(data=float(points[0][-1])))
-        self._trajectories += 1
+        self._arm.hold(now, why)
 
     def _publish_chunk(self, chunk: np.ndarray, snapshot: Snapshot, latency: float) -> None:
-        msg = ActionChunk()
-        msg.header.stamp.sec = int(snapshot.oldest_stamp)
-        msg.header.stamp.nanosec = int((snapshot.oldest_stamp % 1) * 1e9)
-        msg.sequence = self._chunks
-        msg.instruction = snapshot.instruction
-        msg.joint_names = self.config.action_names
-        msg.horizon, msg.action_dim = int(chunk.shape[0]), int(chunk.shape[1])
-        msg.time_step = self.dt
-        msg.data = np.nan_to_num(chunk, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32).ravel().tolist()
-        msg.inference_latency = latency
-        msg.denoising_steps = self.config.model.steps or self.policy.config.num_inference_steps
+        steps = self.config.model.steps or self.policy.config.num_inference_steps
+        msg = chunk_message(chunk, snapshot.oldest_stamp, snapshot.instruction, self.config.action_names, self.dt)
+        msg.sequence, msg.inference_latency, msg.denoising_steps = self._chunks, latency, steps
         self.chunk_pub.publish(msg)
 
     # ------------------------------------------------------------------ status
@@ -738,8 +443,8 @@ class PolicyNode(LifecycleNode):
             return NodeSnapshot(
                 reason=self._reason,
                 chunks=self._chunks,
-                trajectories=self._trajectories,
-                last_latency=self._latencies[-1] if self._latencies else None,
+                trajectories=self._arm.published,
+                last_latency=self._worker.latencies[-1] if self._worker.latencies else None,
                 rejected=dict(self._counters.causes),
                 last_error=self._last_error,
                 inference_path=self.policy.inference_path if self.policy is not None else "",
@@ -752,12 +457,7 @@ class PolicyNode(LifecycleNode):
         now = time.monotonic()
         msg = PolicyStatus()
         msg.header.stamp = self.get_clock().now().to_msg()
-        if self._active:
-            msg.lifecycle_state, msg.lifecycle_label = PolicyStatus.STATE_ACTIVE, "active"
-        elif self.config is not None:
-            msg.lifecycle_state, msg.lifecycle_label = PolicyStatus.STATE_INACTIVE, "inactive"
-        else:
-            msg.lifecycle_state, msg.lifecycle_label = PolicyStatus.STATE_UNCONFIGURED, "unconfigured"
+        fill_lifecycle(msg, self._active, self.config is not None)
         msg.dry_run = bool(self.config and self.config.safety.dry_run)
         with self._lock:
             reason = self._reason if self._active or self.config is None else "inactive"
@@ -768,41 +468,24 @@ class PolicyNode(LifecycleNode):
             msg.camera_ages = [now - m.received if m else -1.0 for m in self._camera_msgs]
             msg.joint_state_age = now - self._joints.received if self._joints else -1.0
             msg.instruction_age = now - self._instruction.received if self._instruction else -1.0
-            latencies = list(self._latencies)
-            msg.inference_latency = latencies[-1] if latencies else 0.0
-            msg.inference_latency_p95 = float(np.percentile(latencies, 95)) if latencies else 0.0
-            times = list(self._chunk_times)
-            span = times[-1] - times[0] if len(times) > 1 else 0.0
-            msg.inference_rate = (len(times) - 1) / span if span > 0 else 0.0
-            ticks = np.diff(list(self.tick_times)[-200:])
-            if len(ticks):
-                msg.control_rate = float(1.0 / ticks.mean())
-                msg.control_period_p99 = float(np.percentile(ticks, 99))
-            msg.planned_steps = self.executor_plan.planned(self._tick) if hasattr(self, "executor_plan") else 0
-            durations = list(self.tick_durations)[-200:]
-            if durations:
-                msg.update_time_p50, msg.update_time_p95 = (float(v) for v in np.percentile(durations, [50, 95]))
-            delays = list(self.obs_to_command)[-50:]
-            if delays:
-                msg.observation_to_command_p50, msg.observation_to_command_p95 = (
-                    float(v) for v in np.percentile(delays, [50, 95])
-                )
+            fill_rates(
+                msg,
+                self._worker.latencies,
+                self._chunk_times,
+                self.tick_times,
+                self.tick_durations,
+                self.obs_to_command,
+            )
+            msg.planned_steps = (
+                self.executor_plan.planned(self._control_clock.tick) if hasattr(self, "executor_plan") else 0
+            )
             msg.chunks_computed = self._chunks
-            msg.trajectories_published = self._trajectories
-            msg.reject_causes = list(self._counters.causes)
-            msg.reject_counts = [int(v) for v in self._counters.causes.values()]
-            msg.reject_details = [self._counters.details[c] for c in self._counters.causes]
+            msg.trajectories_published = self._arm.published
+            self._counters.fill(msg)
             msg.last_error = self._last_error
             msg.inference_path = self.policy.inference_path if self.policy is not None else ""
             msg.warmup_time = self._warmup_time
         self.status_pub.publish(msg)
-
-
-def describe(error: BaseException) -> str:
-    """One line for any error: the checkpoint loaders already name the file; anything else also
-    gets its type, since 'CUDA out of memory' or a KeyError alone says too little."""
-    text = " ".join(str(error).split()) or repr(error)
-    return text if isinstance(error, (ValueError, FileNotFoundError)) else f"{type(error).__name__}: {text}"
 
 
 def main(args: list[str] | None = None) -> int:

@@ -50,6 +50,22 @@ def trajectory_message(names: list[str], points: np.ndarray, start: np.ndarray, 
     return msg
 
 
+def chunk_message(chunk: np.ndarray, stamp: float, instruction: str, names: list[str], time_step: float) -> Any:
+    """An ActionChunk of `chunk` (horizon x dims, non-finite values as 0), stamped with the oldest
+    input it was computed from."""
+    from evo1_msgs.msg import ActionChunk
+
+    msg = ActionChunk()
+    msg.header.stamp.sec = int(stamp)
+    msg.header.stamp.nanosec = int((stamp % 1) * 1e9)
+    msg.instruction = instruction
+    msg.joint_names = names
+    msg.horizon, msg.action_dim = int(chunk.shape[0]), int(chunk.shape[1])
+    msg.time_step = time_step
+    msg.data = np.nan_to_num(chunk, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32).ravel().tolist()
+    return msg
+
+
 def isolate_domain() -> int:
     """A DDS domain of this run's own unless ROS_DOMAIN_ID is set: an evaluation must not hear
     (or command) another simulator or policy node on the same machine or network."""

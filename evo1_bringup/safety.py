@@ -14,6 +14,7 @@ point, so no command asks the arm for more than its velocity limit.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -172,3 +173,34 @@ def hold_point(commanded: Commanded, now: float, limits: Limits) -> np.ndarray:
     position = commanded.position_at(now)
     target = position + commanded.velocity_at(now) * limits.dt / 2
     return np.clip(target, np.minimum(limits.lower, position), np.maximum(limits.upper, position))
+
+
+def input_problem(
+    now: float,
+    instruction: Any,
+    camera_names: list[str],
+    camera_msgs: list[Any],
+    joints: Any,
+    joint_fault: str,
+    inference_started: float | None,
+    safety: Any,
+) -> str:
+    """Why the node must not command now: '' when every input is fresh and plausible and an
+    instruction is known. Inputs carry their monotonic arrival (`.received`); `safety` is the arm
+    config's safety section. A stable phrase per cause: the ages are in the status's own fields."""
+    if instruction is None:
+        return "no instruction"
+    for name, msg in zip(camera_names, camera_msgs, strict=True):
+        if msg is None:
+            return f"no image from camera '{name}'"
+        if now - msg.received > safety.camera_timeout:
+            return f"camera '{name}' stale (> {safety.camera_timeout} s)"
+    if joint_fault:
+        return joint_fault
+    if joints is None:
+        return "no joint states"
+    if now - joints.received > safety.joint_state_timeout:
+        return f"joint states stale (> {safety.joint_state_timeout} s)"
+    if inference_started is not None and now - inference_started > safety.inference_timeout:
+        return f"inference slower than {safety.inference_timeout} s"
+    return ""

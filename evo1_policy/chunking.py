@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -35,7 +36,40 @@ class Request:
     guidance: ChunkGuidance | None
 
 
+class ControlClock:
+    """The control tick from the clock, not a count of callbacks: a late update skips the steps
+    that passed, and says how late it is for its tick (seconds; negative: early)."""
+
+    def __init__(self, dt: float) -> None:
+        self.dt = dt
+        self.epoch: float | None = None  # monotonic time of tick 0
+        self.tick = 0
+
+    def restart(self) -> None:
+        """The grid starts again at the next update, at the tick it had reached."""
+        self.epoch = None
+
+    def advance(self, started: float) -> tuple[int, float]:
+        if self.epoch is None:
+            self.epoch = started - self.tick * self.dt
+        phase = (started - self.epoch) / self.dt
+        self.tick = max(round(phase), self.tick)
+        return self.tick, (phase - self.tick) * self.dt
+
+
 class ChunkExecutor:
+    @classmethod
+    def for_control(cls, control: Any) -> ChunkExecutor:
+        """From an arm config's control section (execute_steps, merge, blend_steps, ...)."""
+        return cls(
+            control.execute_steps,
+            control.merge,
+            control.blend_steps,
+            control.request_margin_steps,
+            control.rtc_decay_steps,
+            control.rtc_max_guidance,
+        )
+
     def __init__(
         self,
         execute_steps: int,

@@ -281,12 +281,12 @@ class EpisodeRunner(Node):
     def _save_video(self, outcome: EpisodeOutcome) -> None:
         import cv2
 
-        from evo1_policy.data.lerobot import encode_video
+        from evo1_policy.data.video import write_mp4
 
         self.video_dir.mkdir(parents=True, exist_ok=True)
         verdict = "success" if outcome.success else "failure"
         stem = f"episode{outcome.episode:03d}_seed{outcome.seed}_{outcome.target}_{verdict}"
-        encode_video(self.video_dir / f"{stem}.mp4", self.frames, 30.0, lossless=False)
+        write_mp4(self.video_dir / f"{stem}.mp4", self.frames, 30.0, lossless=False)
         strip = [self.frames[int(i)] for i in np.linspace(0, len(self.frames) - 1, 4)]
         cv2.imwrite(str(self.video_dir / f"{stem}.png"), np.hstack(strip)[..., ::-1])
 

@@ -14,17 +14,16 @@ from __future__ import annotations
 
 import json
 import shutil
-from fractions import Fraction
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..images import resize_square
 from .episode import DatasetError, Episode
+from .video import read_frames, write_mp4
 
 STATE_KEY, ACTION_KEY = "observation.state", "action"
 IMAGE_PREFIX = "observation.images."
@@ -152,7 +151,7 @@ def _episode(
     task = row["tasks"][0] if row["tasks"] else row["task_names"].get(data["task_index"][0], "")
     fps = float(info["fps"])
     images = [
-        _decode_video(path, start, length, fps, where, key, image_size) for key, (path, start) in row["videos"].items()
+        read_frames(path, start, length, fps, where, key, image_size) for key, (path, start) in row["videos"].items()
     ]
     return Episode(
         source=str(root),
@@ -169,49 +168,7 @@ def _episode(
     )
 
 
-def _decode_video(
-    path: Path, start: float, length: int, fps: float, where: str, key: str, image_size: int | None
-) -> np.ndarray:
-    """The `length` frames from `start` seconds on (nearest frame to start + i / fps)."""
-    if not path.is_file():
-        raise DatasetError(f"{where}: video {path} for '{key}' missing")
-    wanted = start + np.arange(length) / fps
-    frames: list[np.ndarray | None] = [None] * length
-    try:
-        with av.open(str(path)) as container:
-            for frame in container.decode(video=0):
-                t = float(frame.time) if frame.time is not None else 0.0
-                i = round((t - start) * fps)
-                if 0 <= i < length and abs(t - wanted[i]) < 0.5 / fps and frames[i] is None:
-                    rgb = frame.to_ndarray(format="rgb24")
-                    frames[i] = resize_square(rgb, image_size) if image_size else rgb
-                if t > wanted[-1] + 1.0 / fps:
-                    break
-    except (av.error.FFmpegError, OSError) as error:
-        raise DatasetError(f"{where}: video {path.name} unreadable ({error})") from None
-    missing = [i for i, f in enumerate(frames) if f is None]
-    if missing:
-        raise DatasetError(f"{where}, frame {missing[0]}: no frame in {path.name} at {wanted[missing[0]]:.3f} s")
-    return np.stack(frames)
-
-
 # ---------------------------------------------------------------------------------------- writing
-
-
-def encode_video(path: Path, frames: list[np.ndarray], fps: float, lossless: bool) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    height, width = frames[0].shape[:2]
-    with av.open(str(path), "w") as container:
-        if lossless:  # exact RGB: readers see the very pixels that were recorded
-            stream = container.add_stream("libx264rgb", rate=Fraction(fps).limit_denominator(1000))
-            stream.pix_fmt, stream.options = "rgb24", {"crf": "0", "preset": "ultrafast"}
-        else:  # what LeRobot itself writes for sharing
-            stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
-            stream.pix_fmt, stream.options = "yuv420p", {"crf": "23", "g": "2"}
-        stream.width, stream.height = width, height
-        for image in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-        container.mux(stream.encode())
 
 
 def _stats(values: np.ndarray, image: bool = False) -> dict[str, Any]:
@@ -426,68 +383,95 @@ def write_lerobot(
         "features": _features(episodes[0], fps, lossless),
     }
     (root / "meta").mkdir(parents=True, exist_ok=True)
-    if version == "v2.1":
-        info["data_path"] = "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet"
-        info["video_path"] = "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4"
-        info["total_chunks"] = 1
-        first = 0
-        lines = []
-        for e in episodes:
-            data = root / info["data_path"].format(episode_chunk=0, episode_index=e.index)
-            data.parent.mkdir(parents=True, exist_ok=True)
-            pq.write_table(_frame_table(e, first, task_index[e.instruction]), data)
-            for name, images in zip(e.camera_names, e.images, strict=True):
-                video = info["video_path"].format(episode_chunk=0, video_key=IMAGE_PREFIX + name, episode_index=e.index)
-                encode_video(root / video, list(images), fps, lossless)
-            lines.append(json.dumps({"episode_index": e.index, "tasks": [e.instruction], "length": e.length}))
-            first += e.length
-        (root / "meta" / "episodes.jsonl").write_text("\n".join(lines) + "\n")
-        stats_lines = [
-            json.dumps({"episode_index": e.index, "stats": st}) for e, st in zip(episodes, episode_stats, strict=True)
-        ]
-        (root / "meta" / "episodes_stats.jsonl").write_text("\n".join(stats_lines) + "\n")
-        (root / "meta" / "tasks.jsonl").write_text(
-            "\n".join(json.dumps({"task_index": i, "task": t}) for i, t in enumerate(tasks)) + "\n"
-        )
-    elif version == "v3.0":
-        info["data_path"] = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
-        info["video_path"] = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
-        info["data_files_size_in_mb"] = DATA_FILES_SIZE_IN_MB
-        info["video_files_size_in_mb"] = VIDEO_FILES_SIZE_IN_MB
-        data = root / info["data_path"].format(chunk_index=0, file_index=0)
-        data.parent.mkdir(parents=True, exist_ok=True)
-        tables, meta, first = [], [], 0
-        for e, stats in zip(episodes, episode_stats, strict=True):
-            tables.append(_frame_table(e, first, task_index[e.instruction]))
-            row = {
-                "episode_index": e.index,
-                "tasks": [e.instruction],
-                "length": e.length,
-                "data/chunk_index": 0,
-                "data/file_index": 0,
-                "dataset_from_index": first,
-                "dataset_to_index": first + e.length,
-                "meta/episodes/chunk_index": 0,
-                "meta/episodes/file_index": 0,
-            }
-            for name in e.camera_names:
-                key = IMAGE_PREFIX + name
-                row |= {
-                    f"videos/{key}/chunk_index": 0,
-                    f"videos/{key}/file_index": 0,
-                    f"videos/{key}/from_timestamp": first / fps,
-                    f"videos/{key}/to_timestamp": (first + e.length) / fps,
-                }
-            meta.append(row | _flat_stats(stats))
-            first += e.length
-        pq.write_table(pa.concat_tables(tables), data)
-        for c, name in enumerate(episodes[0].camera_names):
-            video = root / info["video_path"].format(video_key=IMAGE_PREFIX + name, chunk_index=0, file_index=0)
-            encode_video(video, [frame for e in episodes for frame in e.images[c]], fps, lossless)
-        episodes_file = root / "meta" / "episodes" / "chunk-000" / "file-000.parquet"
-        episodes_file.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.Table.from_pylist(meta), episodes_file)
-        pq.write_table(_tasks_table(tasks), root / "meta" / "tasks.parquet")
+    layout = Layout(root, episodes, tasks, episode_stats, fps, lossless)
+    (_write_v21 if version == "v2.1" else _write_v30)(layout, info)
     (root / "meta" / "stats.json").write_text(json.dumps(_dataset_stats(episodes, episode_stats), indent=2) + "\n")
     (root / "meta" / "info.json").write_text(json.dumps(info, indent=2) + "\n")
     return root
+
+
+@dataclass
+class Layout:
+    """What both format versions write from: the folder, the renumbered episodes, the task list
+    (its order is task_index), each episode's stats, the frame rate and the video codec choice."""
+
+    root: Path
+    episodes: list[Episode]
+    tasks: list[str]
+    episode_stats: list[dict[str, dict[str, Any]]]
+    fps: float
+    lossless: bool
+
+    def task_index(self, episode: Episode) -> int:
+        return self.tasks.index(episode.instruction)
+
+
+def _write_v21(layout: Layout, info: dict[str, Any]) -> None:
+    """One parquet and one mp4 per camera per episode; the meta/*.jsonl files."""
+    root, episodes, fps = layout.root, layout.episodes, layout.fps
+    info["data_path"] = "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet"
+    info["video_path"] = "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4"
+    info["total_chunks"] = 1
+    first = 0
+    lines = []
+    for e in episodes:
+        data = root / info["data_path"].format(episode_chunk=0, episode_index=e.index)
+        data.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(_frame_table(e, first, layout.task_index(e)), data)
+        for name, images in zip(e.camera_names, e.images, strict=True):
+            video = info["video_path"].format(episode_chunk=0, video_key=IMAGE_PREFIX + name, episode_index=e.index)
+            write_mp4(root / video, list(images), fps, layout.lossless)
+        lines.append(json.dumps({"episode_index": e.index, "tasks": [e.instruction], "length": e.length}))
+        first += e.length
+    (root / "meta" / "episodes.jsonl").write_text("\n".join(lines) + "\n")
+    stats_lines = [
+        json.dumps({"episode_index": e.index, "stats": st})
+        for e, st in zip(episodes, layout.episode_stats, strict=True)
+    ]
+    (root / "meta" / "episodes_stats.jsonl").write_text("\n".join(stats_lines) + "\n")
+    (root / "meta" / "tasks.jsonl").write_text(
+        "\n".join(json.dumps({"task_index": i, "task": t}) for i, t in enumerate(layout.tasks)) + "\n"
+    )
+
+
+def _write_v30(layout: Layout, info: dict[str, Any]) -> None:
+    """Every episode in one parquet and one mp4 per camera; meta/episodes/ says where each lies."""
+    root, episodes, fps = layout.root, layout.episodes, layout.fps
+    info["data_path"] = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
+    info["video_path"] = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
+    info["data_files_size_in_mb"] = DATA_FILES_SIZE_IN_MB
+    info["video_files_size_in_mb"] = VIDEO_FILES_SIZE_IN_MB
+    data = root / info["data_path"].format(chunk_index=0, file_index=0)
+    data.parent.mkdir(parents=True, exist_ok=True)
+    tables, meta, first = [], [], 0
+    for e, stats in zip(episodes, layout.episode_stats, strict=True):
+        tables.append(_frame_table(e, first, layout.task_index(e)))
+        row = {
+            "episode_index": e.index,
+            "tasks": [e.instruction],
+            "length": e.length,
+            "data/chunk_index": 0,
+            "data/file_index": 0,
+            "dataset_from_index": first,
+            "dataset_to_index": first + e.length,
+            "meta/episodes/chunk_index": 0,
+            "meta/episodes/file_index": 0,
+        }
+        for name in e.camera_names:
+            key = IMAGE_PREFIX + name
+            row |= {
+                f"videos/{key}/chunk_index": 0,
+                f"videos/{key}/file_index": 0,
+                f"videos/{key}/from_timestamp": first / fps,
+                f"videos/{key}/to_timestamp": (first + e.length) / fps,
+            }
+        meta.append(row | _flat_stats(stats))
+        first += e.length
+    pq.write_table(pa.concat_tables(tables), data)
+    for c, name in enumerate(episodes[0].camera_names):
+        video = root / info["video_path"].format(video_key=IMAGE_PREFIX + name, chunk_index=0, file_index=0)
+        write_mp4(video, [frame for e in episodes for frame in e.images[c]], fps, layout.lossless)
+    episodes_file = root / "meta" / "episodes" / "chunk-000" / "file-000.parquet"
+    episodes_file.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(meta), episodes_file)
+    pq.write_table(_tasks_table(layout.tasks), root / "meta" / "tasks.parquet")

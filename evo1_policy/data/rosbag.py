@@ -11,7 +11,7 @@ topic, the next step's joint state. Two passes: stamps first, then only the fram
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +138,52 @@ def read_bag(path: str | Path, spec: BagSpec, instruction: str | None = None, in
         raise DatasetError(f"{path}: cannot read the bag ({type(error).__name__}: {error})") from None
 
 
+@dataclass
+class _Streams:
+    """Pass 1 of a bag: every camera's frame stamps, and the joint states, commands and
+    instruction texts in full (they are small)."""
+
+    cameras: list[Any]  # the camera connections, in the spec's order
+    frame_stamps: list[list[float]]
+    joint_times: list[float] = field(default_factory=list)
+    joint_values: list[np.ndarray] = field(default_factory=list)
+    command_times: list[float] = field(default_factory=list)
+    commands: list[Any] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+
+
 def _read(reader: AnyReader, path: Path, spec: BagSpec, instruction: str | None, index: int) -> Episode:
+    cameras, joints, command, text_connection = _connections(reader, path, spec)
+    streams = _read_streams(reader, path, spec, cameras, joints, command, text_connection)
+    instruction = instruction or next((t for t in streams.texts if t), "")
+    if not instruction:
+        raise DatasetError(f"{path}: no instruction on '{spec.instruction_topic}' and none given for this bag")
+    dt = 1.0 / spec.rate_hz
+    ticks = _ticks(path, spec, streams, command is not None)
+    states = np.stack([streams.joint_values[_latest(streams.joint_times, t)] for t in ticks])
+    if command is None:
+        actions = np.stack([streams.joint_values[_latest(streams.joint_times, t + dt)] for t in ticks])
+    else:
+        actions = np.stack([streams.commands[_latest(streams.command_times, t)].at(t + dt) for t in ticks])
+    return Episode(
+        source=str(path),
+        index=index,
+        instruction=instruction,
+        fps=spec.rate_hz,
+        camera_names=list(spec.camera_names),
+        images=_decode_frames(reader, path, spec, streams, ticks),
+        states=states,
+        actions=actions,
+        state_names=list(spec.joint_names),
+        action_names=list(spec.joint_names),
+        timestamps=ticks - ticks[0],
+        start_time=float(ticks[0]),
+    )
+
+
+def _connections(reader: AnyReader, path: Path, spec: BagSpec) -> tuple[list[Any], Any, Any, Any]:
+    """The bag's connections for the spec's cameras, joint states, command (None without one) and
+    instruction (None when the bag has none); a missing or mistyped topic is one clear error."""
     topics = {c.topic: c for c in reader.connections}
     cameras = [
         _find(topics, t, path, f"camera '{n}'") for n, t in zip(spec.camera_names, spec.camera_topics, strict=True)
@@ -158,52 +203,56 @@ def _read(reader: AnyReader, path: Path, spec: BagSpec, instruction: str | None,
             f"{path}: command topic {command.topic} has type {command.msgtype}; expected {COMMAND_TYPES}"
         )
     text_connection = next((c for t, c in topics.items() if t.strip("/").endswith(spec.instruction_topic)), None)
+    return cameras, joints, command, text_connection
 
-    # Pass 1: stamps of everything; joint states, commands and the instruction in full (small).
-    frame_stamps: list[list[float]] = [[] for _ in cameras]
-    joint_times, joint_values, command_times, commands = [], [], [], []
-    texts: list[str] = []
-    wanted = [*cameras, joints] + ([command] if command else []) + ([text_connection] if text_connection else [])
+
+def _read_streams(
+    reader: AnyReader, path: Path, spec: BagSpec, cameras: list[Any], joints: Any, command: Any, text: Any
+) -> _Streams:
+    """Pass 1 (no image decoded); a topic without messages is one clear error."""
+    streams = _Streams(cameras, [[] for _ in cameras])
+    wanted = [*cameras, joints] + ([command] if command else []) + ([text] if text else [])
     for connection, log_time, raw in reader.messages(connections=wanted):
         msg = deserialize(reader, raw, connection.msgtype)
         if connection in cameras:
-            frame_stamps[cameras.index(connection)].append(_stamp(msg, log_time))
+            streams.frame_stamps[cameras.index(connection)].append(_stamp(msg, log_time))
         elif connection is joints:
             try:
-                joint_values.append(joint_positions(list(msg.name), list(msg.position), spec.joint_names))
+                streams.joint_values.append(joint_positions(list(msg.name), list(msg.position), spec.joint_names))
             except JointStateError as error:
-                raise DatasetError(f"{path}, joint state #{len(joint_values)}: {error}") from None
-            joint_times.append(_stamp(msg, log_time))
+                raise DatasetError(f"{path}, joint state #{len(streams.joint_values)}: {error}") from None
+            streams.joint_times.append(_stamp(msg, log_time))
         elif connection is command:
             stamp = _stamp(msg, log_time)  # a zero stamp means "start on receipt"
-            command_times.append(stamp)
-            commands.append(_command(msg, connection.msgtype, spec, path, len(commands), stamp))
+            streams.command_times.append(stamp)
+            streams.commands.append(_command(msg, connection.msgtype, spec, path, len(streams.commands), stamp))
         else:
-            texts.append(str(msg.data).strip())
-    instruction = instruction or next((t for t in texts if t), "")
-    if not instruction:
-        raise DatasetError(f"{path}: no instruction on '{spec.instruction_topic}' and none given for this bag")
-    for name, stamps in zip(spec.camera_names, frame_stamps, strict=True):
+            streams.texts.append(str(msg.data).strip())
+    for name, stamps in zip(spec.camera_names, streams.frame_stamps, strict=True):
         if not stamps:
             raise DatasetError(f"{path}: camera '{name}' topic has no messages")
-    if not joint_times:
+    if not streams.joint_times:
         raise DatasetError(f"{path}: joint state topic {joints.topic} has no messages")
-    if command is not None and not command_times:
+    if command is not None and not streams.command_times:
         raise DatasetError(
             f"{path}: command topic {command.topic} has no messages (no commands recorded: "
             "--action-source next-state takes the next joint state as the action)"
         )
+    return streams
 
+
+def _ticks(path: Path, spec: BagSpec, streams: _Streams, has_command: bool) -> np.ndarray:
+    """The control grid (header-stamp seconds) over the span where every topic has data; an empty
+    span is an error that lists each topic's span (usually two clocks)."""
     dt = 1.0 / spec.rate_hz
-    start = max([s[0] for s in frame_stamps] + [joint_times[0]] + ([command_times[0]] if command_times else []))
-    end = min([s[-1] for s in frame_stamps] + [joint_times[-1]])
+    frames, joint_times, command_times = streams.frame_stamps, streams.joint_times, streams.command_times
+    start = max([s[0] for s in frames] + [joint_times[0]] + ([command_times[0]] if command_times else []))
+    end = min([s[-1] for s in frames] + [joint_times[-1]])
     ticks = start + dt * np.arange(int(np.floor((end - start) / dt + 1e-6)) + 1)
-    if command is None:
+    if not has_command:
         ticks = ticks[:-1]  # the last step has no next state to be its action
     if len(ticks) == 0:
-        spans = [
-            f"camera '{n}' {st[0]:.3f}..{st[-1]:.3f}" for n, st in zip(spec.camera_names, frame_stamps, strict=True)
-        ]
+        spans = [f"camera '{n}' {st[0]:.3f}..{st[-1]:.3f}" for n, st in zip(spec.camera_names, frames, strict=True)]
         spans.append(f"joint states {joint_times[0]:.3f}..{joint_times[-1]:.3f}")
         if command_times:
             spans.append(f"commands from {command_times[0]:.3f}")
@@ -211,14 +260,15 @@ def _read(reader: AnyReader, path: Path, spec: BagSpec, instruction: str | None,
             f"{path}: no time span where every topic has data ({'; '.join(spans)} s). Stamps far apart "
             "usually mean two clocks (sim time against wall time, or a camera stamping its own clock)"
         )
-    states = np.stack([joint_values[_latest(joint_times, t)] for t in ticks])
-    if command is None:
-        actions = np.stack([joint_values[_latest(joint_times, t + dt)] for t in ticks])
-    else:
-        actions = np.stack([commands[_latest(command_times, t)].at(t + dt) for t in ticks])
+    return ticks
 
-    # Pass 2: decode only the frames used.
-    chosen = [[_latest(stamps, t) for t in ticks] for stamps in frame_stamps]
+
+def _decode_frames(
+    reader: AnyReader, path: Path, spec: BagSpec, streams: _Streams, ticks: np.ndarray
+) -> list[np.ndarray]:
+    """Pass 2: decode only the frames the ticks use (the latest at or before each)."""
+    cameras = streams.cameras
+    chosen = [[_latest(stamps, t) for t in ticks] for stamps in streams.frame_stamps]
     needed = [set(c) for c in chosen]
     decoded: list[dict[int, np.ndarray]] = [{} for _ in cameras]
     counters = [0] * len(cameras)
@@ -234,21 +284,7 @@ def _read(reader: AnyReader, path: Path, spec: BagSpec, instruction: str | None,
         except ImageError as error:
             raise DatasetError(f"{path}, camera '{spec.camera_names[cam]}', frame {number}: {error}") from None
         decoded[cam][number] = resize_square(rgb, spec.image_size) if spec.image_size else rgb
-    images = [np.stack([decoded[cam][n] for n in chosen[cam]]) for cam in range(len(cameras))]
-    return Episode(
-        source=str(path),
-        index=index,
-        instruction=instruction,
-        fps=spec.rate_hz,
-        camera_names=list(spec.camera_names),
-        images=images,
-        states=states,
-        actions=actions,
-        state_names=list(spec.joint_names),
-        action_names=list(spec.joint_names),
-        timestamps=ticks - ticks[0],
-        start_time=float(ticks[0]),
-    )
+    return [np.stack([decoded[cam][n] for n in chosen[cam]]) for cam in range(len(cameras))]
 
 
 def _latest(times: list[float], t: float) -> int:

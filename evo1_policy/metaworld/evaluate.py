@@ -20,7 +20,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..data.lerobot import encode_video
+from ..data.video import write_mp4
 from .protocol import EPISODES, EXECUTE_STEPS, GROUPS, MAX_STEPS, SEED, Task, group_average, select_tasks
 from .rollout import (
     ChunkFn,
@@ -235,7 +235,7 @@ def evaluate(
     for result in all_results.get("policy", []):
         if result.frames:
             _strip(result, out / "strips" / f"{result.task}.png")
-            encode_video(out / "videos" / f"{result.task}.mp4", result.frames, VIDEO_FPS, lossless=False)
+            write_mp4(out / "videos" / f"{result.task}.mp4", result.frames, VIDEO_FPS, lossless=False)
     summary = {
         "checkpoint": str(checkpoint) if checkpoint else None,
         "tasks": [t.env_name for t in chosen],
