@@ -72,21 +72,8 @@ def bringup(
     args = ros_arguments(str(arm_yaml), checkpoint, device, dry_run, namespace, compile, enclave)
     with rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO):
         policy = PolicyNode()
-        nodes: list[Node] = [policy]
-        sim_node = runner = None
-        if parse_bool(sim):
-            from .sim.arm import SimArmNode
-
-            sim_node = SimArmNode(config)
-            nodes.append(sim_node)
-            if int(episodes) > 0 and not instruction:
-                from .sim.episodes import EpisodeRunner
-                from .sim.seeds import EVAL_SEED_START
-
-                seeds = list(range(EVAL_SEED_START, EVAL_SEED_START + int(episodes)))
-                video_dir = Path(videos) if videos else None
-                runner = EpisodeRunner(config, seeds, video_dir=video_dir, videos=3 if videos else 0)
-                nodes.append(runner)
+        sim_node, runner = _simulated_arm(config, sim, episodes, instruction, videos)
+        nodes: list[Node] = [n for n in (policy, sim_node, runner) if n is not None]
         nodes.append(Monitor(policy, instruction, config.topics.instruction, report_every))
         started = time.monotonic()
 
@@ -94,32 +81,56 @@ def bringup(
             return policy.configure_failed or (runner is not None and runner.done)
 
         autostart = [policy] if policy.get_parameter("autostart").value else []
-        spin_until_signal(nodes, duration=duration, until=finished, autostart=autostart)
-        if policy.configure_failed:
+        try:
+            spin_until_signal(nodes, duration=duration, until=finished, autostart=autostart)
+            if policy.configure_failed:
+                raise RuntimeError(policy.snapshot().last_error)
+            return _summary(policy, sim_node, runner, time.monotonic() - started, videos)
+        finally:
             for node in nodes:
                 node.destroy_node()
-            raise RuntimeError(policy.snapshot().last_error)
-        final = policy.snapshot()
-        summary = {
-            "seconds": round(time.monotonic() - started, 1),
-            "chunks": final.chunks,
-            "trajectories": final.trajectories,
-            "rejected": final.rejected,
-            "last_reason": final.reason,
-            "inference_path": final.inference_path,
-        }
-        if sim_node is not None:
-            summary["sim_trajectories_followed"] = sim_node.trajectories
-        if runner is not None:
-            from .sim.episodes import format_summary, summarize
 
-            results = summarize(runner.outcomes)
-            print(format_summary(results), flush=True)
-            summary["episodes"] = {k: v for k, v in results.items() if k != "outcomes"}
-            if videos:
-                print(f"[evo1] videos and frame strips of the first episodes: {videos}", flush=True)
-        for node in nodes:
-            node.destroy_node()
+
+def _simulated_arm(
+    config: ArmConfig, sim: str, episodes: str, instruction: str | None, videos: str | None
+) -> tuple[Node | None, Node | None]:
+    """With `sim`, the MuJoCo arm; with episodes and no instruction of the user's, their runner."""
+    if not parse_bool(sim):
+        return None, None
+    from .sim.arm import SimArmNode
+
+    sim_node = SimArmNode(config)
+    if int(episodes) <= 0 or instruction:
+        return sim_node, None
+    from .sim.episodes import EpisodeRunner
+    from .sim.seeds import EVAL_SEED_START
+
+    seeds = list(range(EVAL_SEED_START, EVAL_SEED_START + int(episodes)))
+    video_dir = Path(videos) if videos else None
+    return sim_node, EpisodeRunner(config, seeds, video_dir=video_dir, videos=3 if videos else 0)
+
+
+def _summary(policy: PolicyNode, sim_node: Any, runner: Any, seconds: float, videos: str | None) -> dict[str, Any]:
+    """The run in figures (printing the episodes' summary when there were episodes)."""
+    final = policy.snapshot()
+    summary: dict[str, Any] = {
+        "seconds": round(seconds, 1),
+        "chunks": final.chunks,
+        "trajectories": final.trajectories,
+        "rejected": final.rejected,
+        "last_reason": final.reason,
+        "inference_path": final.inference_path,
+    }
+    if sim_node is not None:
+        summary["sim_trajectories_followed"] = sim_node.trajectories
+    if runner is not None:
+        from .sim.episodes import format_summary, summarize
+
+        results = summarize(runner.outcomes)
+        print(format_summary(results), flush=True)
+        summary["episodes"] = {k: v for k, v in results.items() if k != "outcomes"}
+        if videos:
+            print(f"[evo1] videos and frame strips of the first episodes: {videos}", flush=True)
     return summary
 
 

@@ -144,6 +144,15 @@ def spin(executor: SingleThreadedExecutor, seconds: float) -> None:
         executor.spin_once(timeout_sec=0.01)
 
 
+def _wait_until_commanding(feeder: Feeder, executor: SingleThreadedExecutor, process: Any) -> None:
+    feeder.instruction_pub.publish(String(data="pick up the red cube"))
+    deadline = time.monotonic() + 120
+    while not any(s.commanding for _, s in feeder.statuses) and time.monotonic() < deadline:
+        spin(executor, 0.2)
+        if process.poll() is not None:
+            raise RuntimeError("the policy node exited during start-up")
+
+
 def bench_node(
     arm_config: str = "sim_arm",
     checkpoint: str = "",
@@ -165,12 +174,7 @@ def bench_node(
                 feeder = Feeder(config, image_shape)
                 executor = SingleThreadedExecutor()
                 executor.add_node(feeder)
-                feeder.instruction_pub.publish(String(data="pick up the red cube"))
-                deadline = time.monotonic() + 120
-                while not any(s.commanding for _, s in feeder.statuses) and time.monotonic() < deadline:
-                    spin(executor, 0.2)
-                    if process.poll() is not None:
-                        raise RuntimeError("the policy node exited during start-up")
+                _wait_until_commanding(feeder, executor, process)
                 spin(executor, warmup)
                 rss_start, started = node_rss_mb(process.pid), time.monotonic()
                 spin(executor, duration)
@@ -184,15 +188,18 @@ def bench_node(
             process.wait(timeout=10)
     if not window:
         raise RuntimeError("no status from the policy node during the measurement")
+    figures = {"arm_config": arm_config, "cameras": cameras, "image": f"{image_shape[1]}x{image_shape[0]}"}
+    figures.update(window_figures(window, stamps, config.control.rate_hz, duration))
+    return {**figures, "rss_mb_start": rss_start, "rss_mb_end": rss_end}
+
+
+def window_figures(window: list, stamps: list[float], rate_hz: float, seconds: float) -> dict[str, Any]:
+    """The node's figures over one measured window: its statuses and its trajectories' stamps."""
     last = window[-1]
     periods = np.diff(stamps)
-    dt = 1.0 / config.control.rate_hz
     return {
-        "arm_config": arm_config,
-        "cameras": cameras,
-        "image": f"{image_shape[1]}x{image_shape[0]}",
-        "seconds": duration,
-        "control_rate_hz": config.control.rate_hz,
+        "seconds": seconds,
+        "control_rate_hz": rate_hz,
         "update_ms_p50": last.update_time_p50 * 1e3,
         "update_ms_p95": last.update_time_p95 * 1e3,
         "observation_to_command_ms_p50": last.observation_to_command_p50 * 1e3,
@@ -201,11 +208,9 @@ def bench_node(
         "inference_ms_p95": last.inference_latency_p95 * 1e3,
         "control_period_ms_p50": float(np.percentile(periods, 50) * 1e3) if len(periods) else float("nan"),
         "control_period_ms_p99": float(np.percentile(periods, 99) * 1e3) if len(periods) else float("nan"),
-        "nominal_period_ms": dt * 1e3,
+        "nominal_period_ms": 1e3 / rate_hz,
         "trajectories": len(stamps),
         "max_planned_steps": max(s.planned_steps for s in window),
-        "rss_mb_start": rss_start,
-        "rss_mb_end": rss_end,
         "rejected": {c: int(n) for c, n in zip(last.reject_causes, last.reject_counts, strict=True)},
     }
 

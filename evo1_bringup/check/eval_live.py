@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from rclpy.serialization import deserialize_message, serialize_message
 from rosbags.highlevel import AnyReader
@@ -43,6 +44,53 @@ def _replayed_messages(bag: Path, spec: BagSpec) -> list[tuple[int, str, str, by
         return [(t, c.topic, c.msgtype, bytes(raw)) for c, t, raw in reader.messages(connections=connections)]
 
 
+def _publishers(node: Node, messages: list, node_ns: str) -> dict[str, tuple[Any, type]]:
+    """One publisher per recorded input topic (under the node's namespace), with its QoS."""
+    publishers: dict[str, tuple[Any, type]] = {}
+    for _, topic, msgtype, _ in messages:
+        if topic not in publishers:
+            qos = INSTRUCTION_QOS if msgtype == "std_msgs/msg/String" else qos_profile_sensor_data
+            name = topic.lstrip("/") if not node_ns else f"{node_ns.rstrip('/')}/{topic.lstrip('/')}"
+            publishers[topic] = (node.create_publisher(message_class(msgtype), name, qos), message_class(msgtype))
+    return publishers
+
+
+def _record_outputs(node: Node, writer: Writer, config: ArmConfig, prefix: str, chunks: list, statuses: list) -> None:
+    """Subscribe to what the node publishes: each message into the new bag, chunks and statuses kept."""
+    store = typestore()
+    connections = {}
+    for suffix, kind in RECORDED:
+        topic = config.topics.trajectory if suffix == "trajectory" else f"{prefix}/{suffix}"
+        msgtype = kind.__module__.split(".")[0] + "/msg/" + kind.__name__
+        connections[suffix] = writer.add_connection(f"/{topic.lstrip('/')}", msgtype, typestore=store)
+
+        def record(msg: Any, suffix: str = suffix) -> None:
+            writer.write(connections[suffix], time.time_ns(), serialize_message(msg))
+            if suffix == "action_chunk":
+                chunks.append(msg)
+            elif suffix == "status":
+                statuses.append(msg)
+
+        node.create_subscription(kind, topic, record, COMMAND_QOS if suffix == "trajectory" else 10)
+
+
+def _wait_until_active(
+    executor: SingleThreadedExecutor, statuses: list, reset: Any, prefix: str, timeout: float
+) -> None:
+    """Until the node's status says active (an error naming its state if not), then reset it."""
+    deadline = time.monotonic() + timeout
+    while not (statuses and statuses[-1].lifecycle_label == "active") and time.monotonic() < deadline:
+        executor.spin_once(timeout_sec=0.1)
+    if not statuses:
+        raise RuntimeError(f"no policy node answered on {prefix}/status within {timeout:.0f} s: start it first")
+    if statuses[-1].lifecycle_label != "active":
+        raise RuntimeError(f"the policy node on {prefix} is {statuses[-1].lifecycle_label}: {statuses[-1].reason}")
+    if reset.service_is_ready():  # a clean slate: no instruction or queue left from the last bag
+        future = reset.call_async(Reset.Request())
+        while not future.done() and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.05)
+
+
 def replay_bag(
     bag: Path, spec: BagSpec, config: ArmConfig, out_bag: Path, rate: float, node_ns: str, timeout: float
 ) -> tuple[list[ActionChunk], list[PolicyStatus]]:
@@ -51,48 +99,18 @@ def replay_bag(
         raise DatasetError(f"{bag}: nothing to replay (no camera, joint-state or instruction messages)")
     chunks: list[ActionChunk] = []
     statuses: list[PolicyStatus] = []
-    store = typestore()
     prefix = f"{node_ns.rstrip('/')}/{NODE_NAME}" if node_ns else NODE_NAME
     with rclpy.init(), Writer(out_bag, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
         node = rclpy.create_node("evo1_replay")
-        publishers: dict[str, Any] = {}
-        for _, topic, msgtype, _ in messages:
-            if topic not in publishers:
-                qos = INSTRUCTION_QOS if msgtype == "std_msgs/msg/String" else qos_profile_sensor_data
-                name = topic.lstrip("/") if not node_ns else f"{node_ns.rstrip('/')}/{topic.lstrip('/')}"
-                publishers[topic] = (node.create_publisher(message_class(msgtype), name, qos), message_class(msgtype))
-        connections = {}
-        for suffix, kind in RECORDED:
-            topic = config.topics.trajectory if suffix == "trajectory" else f"{prefix}/{suffix}"
-            msgtype = kind.__module__.split(".")[0] + "/msg/" + kind.__name__
-            connections[suffix] = writer.add_connection(f"/{topic.lstrip('/')}", msgtype, typestore=store)
-
-            def record(msg: Any, suffix: str = suffix) -> None:
-                writer.write(connections[suffix], time.time_ns(), serialize_message(msg))
-                if suffix == "action_chunk":
-                    chunks.append(msg)
-                elif suffix == "status":
-                    statuses.append(msg)
-
-            qos = COMMAND_QOS if suffix == "trajectory" else 10
-            node.create_subscription(kind, topic, record, qos)
+        publishers = _publishers(node, messages, node_ns)
+        _record_outputs(node, writer, config, prefix, chunks, statuses)
         reset = node.create_client(Reset, f"{prefix}/reset")
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        deadline = time.monotonic() + timeout
-        while not (statuses and statuses[-1].lifecycle_label == "active") and time.monotonic() < deadline:
-            executor.spin_once(timeout_sec=0.1)
-        if not statuses:
-            raise RuntimeError(f"no policy node answered on {prefix}/status within {timeout:.0f} s: start it first")
-        if statuses[-1].lifecycle_label != "active":
-            raise RuntimeError(f"the policy node on {prefix} is {statuses[-1].lifecycle_label}: {statuses[-1].reason}")
-        if reset.service_is_ready():  # a clean slate: no instruction or queue left from the last bag
-            future = reset.call_async(Reset.Request())
-            while not future.done() and time.monotonic() < deadline:
-                executor.spin_once(timeout_sec=0.05)
+        _wait_until_active(executor, statuses, reset, prefix, timeout)
         statuses.clear()
         start_wall, start_log = time.monotonic(), messages[0][0]
-        for log_time, topic, _, raw in messages:
+        for log_time, topic, _, raw in messages:  # with their recorded timing, scaled by `rate`
             due = start_wall + (log_time - start_log) * 1e-9 / rate
             while (wait := due - time.monotonic()) > 0:
                 executor.spin_once(timeout_sec=min(wait, 0.01))

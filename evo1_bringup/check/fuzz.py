@@ -8,7 +8,7 @@ odd inputs on the same topics (every image encoding, malformed sizes, compressed
 shuffled / missing / NaN / 1e9 / out-of-range / jumping / repeated joint states, empty, 10 kB,
 emoji and NUL instructions, 1 kHz bursts) and freezes the node's process (SIGSTOP/SIGCONT,
 0.1-1.0 s) while the arm moves. At the end every published trajectory is audited against the
-arm (command_audit.py), and every rejected input must be counted under its cause in the status.
+arm (audit.py), and every rejected input must be counted under its cause in the status.
 """
 
 from __future__ import annotations
@@ -228,6 +228,90 @@ def _spin(executor: SingleThreadedExecutor, seconds: float) -> None:
         executor.spin_once(timeout_sec=0.005)
 
 
+def _wait_until_commanding(fuzzer: Fuzzer, executor: SingleThreadedExecutor, process: Any, log: Path) -> None:
+    """Instruct the node and wait (at most 180 s) until its status says it commands."""
+    fuzzer.instruct("touch the red cube")
+    deadline = time.monotonic() + 180
+    while not any(s.commanding for s in fuzzer.statuses) and time.monotonic() < deadline:
+        _spin(executor, 0.2)
+        if process.poll() is not None:
+            raise RuntimeError(f"the policy node exited during start-up:\n{log.read_text()[-2000:]}")
+    if not any(s.commanding for s in fuzzer.statuses):
+        reason = fuzzer.statuses[-1].reason if fuzzer.statuses else "no status"
+        raise RuntimeError(f"the policy node never commanded within 180 s ({reason})")
+
+
+def _fuzz_rounds(fuzzer: Fuzzer, executor: SingleThreadedExecutor, process: Any, duration: float) -> list[float]:
+    """The schedule: bad images, bad joint states, bad and good instructions, a burst, a freeze of
+    the node's process (SIGSTOP), in turn, with a random pause after each. Returns the freezes."""
+    freezes: list[float] = []
+    end = time.monotonic() + duration
+    round_ = 0
+    while time.monotonic() < end and process.poll() is None:
+        kind = round_ % 5
+        if kind == 0:
+            fuzzer.images_case()
+        elif kind == 1:
+            fuzzer.joint_states_case()
+        elif kind == 2:
+            fuzzer.instructions_case()
+            fuzzer.instruct(["touch the red cube", "touch the blue cube"][round_ % 2])
+        elif kind == 3:
+            fuzzer.burst(executor)
+        else:
+            pause = FREEZES[len(freezes) % len(FREEZES)]
+            os.kill(process.pid, signal.SIGSTOP)
+            _spin(executor, pause)
+            os.kill(process.pid, signal.SIGCONT)
+            freezes.append(pause)
+        _spin(executor, float(fuzzer.rng.uniform(0.4, 1.2)))
+        round_ += 1
+    return freezes
+
+
+def _audits(config: ArmConfig, trajectories: list, gripper_commands: list, arm_log: list) -> tuple[Any, Any]:
+    """Every trajectory and gripper command judged against the stand-in arm's own record."""
+    names = config.trajectory_names
+    audit = audit_commands(trajectories, arm_log, names, config.lower, config.upper, config.max_velocity)
+    g = config.gripper
+    gripper = audit_gripper(
+        gripper_commands, arm_log, len(config.joints.names), g.lower_limit, g.upper_limit, g.max_velocity,
+        1.0 / config.control.rate_hz,
+    )  # fmt: skip
+    return audit, gripper
+
+
+def _problems(
+    audit: Any,
+    gripper: Any,
+    returncode: int | None,
+    alive: bool,
+    node_log: str,
+    expected: set[str],
+    causes: dict[str, str],
+    statuses: list,
+    refused: dict,
+) -> list[str]:
+    """What the run found wrong: commands beyond the limits, a dead or crashing node, rejected
+    inputs the status does not name, holds without a reason, trajectories the arm refused."""
+    silent_holds = sum(1 for s in statuses if s.lifecycle_label == "active" and not s.commanding and not s.reason)
+    problems = list(audit.violations[:20]) + list(gripper.violations[:10])
+    if not alive:
+        problems.append(f"the node died (exit code {returncode})")
+    if returncode not in (0, None):
+        problems.append(f"the node exited with {returncode} on SIGTERM")
+    if "Traceback" in node_log:
+        problems.append("the node's log has a traceback: " + node_log[node_log.index("Traceback") :][:500])
+    missing = sorted(expected - set(causes))
+    if missing:
+        problems.append(f"rejected inputs without their cause in the status: {missing}")
+    if silent_holds:
+        problems.append(f"{silent_holds} statuses not commanding without a reason")
+    if refused:
+        problems.append(f"the arm refused trajectories: {refused}")
+    return problems
+
+
 def fuzz_node(arm_config: str = "sim_arm", checkpoint: str = "", duration: float = 60.0, seed: int = 0) -> dict:
     """Run the fuzz schedule for `duration` seconds; return the figures and verdicts."""
     isolate_domain()
@@ -239,7 +323,7 @@ def fuzz_node(arm_config: str = "sim_arm", checkpoint: str = "", duration: float
         config = ArmConfig.from_yaml(arm_yaml)
         log = Path(tmp) / "node.log"
         process = start_policy_node(arm_yaml, output=log)
-        freezes: list[float] = []
+        freezes: list[float] = []  # seconds of each SIGSTOP, in order
         try:
             with rclpy.init():
                 arm = StandInArm(config)
@@ -247,36 +331,8 @@ def fuzz_node(arm_config: str = "sim_arm", checkpoint: str = "", duration: float
                 executor = SingleThreadedExecutor()
                 executor.add_node(arm)
                 executor.add_node(fuzzer)
-                fuzzer.instruct("touch the red cube")
-                deadline = time.monotonic() + 180
-                while not any(s.commanding for s in fuzzer.statuses) and time.monotonic() < deadline:
-                    _spin(executor, 0.2)
-                    if process.poll() is not None:
-                        raise RuntimeError(f"the policy node exited during start-up:\n{log.read_text()[-2000:]}")
-                if not any(s.commanding for s in fuzzer.statuses):
-                    reason = fuzzer.statuses[-1].reason if fuzzer.statuses else "no status"
-                    raise RuntimeError(f"the policy node never commanded within 180 s ({reason})")
-                end = time.monotonic() + duration
-                round_ = 0
-                while time.monotonic() < end and process.poll() is None:
-                    kind = round_ % 5
-                    if kind == 0:
-                        fuzzer.images_case()
-                    elif kind == 1:
-                        fuzzer.joint_states_case()
-                    elif kind == 2:
-                        fuzzer.instructions_case()
-                        fuzzer.instruct(["touch the red cube", "touch the blue cube"][round_ % 2])
-                    elif kind == 3:
-                        fuzzer.burst(executor)
-                    else:
-                        pause = FREEZES[len(freezes) % len(FREEZES)]
-                        os.kill(process.pid, signal.SIGSTOP)
-                        _spin(executor, pause)
-                        os.kill(process.pid, signal.SIGCONT)
-                        freezes.append(pause)
-                    _spin(executor, float(fuzzer.rng.uniform(0.4, 1.2)))
-                    round_ += 1
+                _wait_until_commanding(fuzzer, executor, process, log)
+                freezes = _fuzz_rounds(fuzzer, executor, process, duration)
                 _spin(executor, 1.5)  # let the last statuses arrive
                 alive = process.poll() is None
                 executor.shutdown()
@@ -294,30 +350,9 @@ def fuzz_node(arm_config: str = "sim_arm", checkpoint: str = "", duration: float
                 except subprocess.TimeoutExpired:
                     process.kill()
         node_log = log.read_text()
-    names = config.trajectory_names
-    audit = audit_commands(trajectories, arm_log, names, config.lower, config.upper, config.max_velocity)
-    g = config.gripper
-    gripper = audit_gripper(
-        gripper_commands, arm_log, len(config.joints.names), g.lower_limit, g.upper_limit, g.max_velocity,
-        1.0 / config.control.rate_hz,
-    )  # fmt: skip
-    last = statuses[-1]
-    causes = dict(zip(last.reject_causes, last.reject_details, strict=True))
-    silent_holds = sum(1 for s in statuses if s.lifecycle_label == "active" and not s.commanding and not s.reason)
-    problems = list(audit.violations[:20]) + list(gripper.violations[:10])
-    if not alive:
-        problems.append(f"the node died (exit code {process.returncode})")
-    if process.returncode not in (0, None):
-        problems.append(f"the node exited with {process.returncode} on SIGTERM")
-    if "Traceback" in node_log:
-        problems.append("the node's log has a traceback: " + node_log[node_log.index("Traceback") :][:500])
-    missing = sorted(expected - set(causes))
-    if missing:
-        problems.append(f"rejected inputs without their cause in the status: {missing}")
-    if silent_holds:
-        problems.append(f"{silent_holds} statuses not commanding without a reason")
-    if refused:
-        problems.append(f"the arm refused trajectories: {refused}")
+    audit, gripper = _audits(config, trajectories, gripper_commands, arm_log)
+    causes = dict(zip(statuses[-1].reject_causes, statuses[-1].reject_details, strict=True))
+    problems = _problems(audit, gripper, process.returncode, alive, node_log, expected, causes, statuses, refused)
     return {
         "arm_config": arm_config,
         "checkpoint": checkpoint or "evo1-tiny (untrained)",

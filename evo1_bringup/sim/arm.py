@@ -1,4 +1,4 @@
-"""A simulated arm driver for running the suite without hardware (MuJoCo, see sim_scene.py).
+"""A simulated arm driver for running the suite without hardware (MuJoCo, see scene.py).
 
 It behaves like a ros2_control arm with joint_trajectory_controller: it follows
 trajectory_msgs/JointTrajectory (cubic interpolation between points from positions and

@@ -1,7 +1,7 @@
 """The simulated workcell, in MuJoCo: a 5-joint arm with a two-finger gripper, a table, and
 coloured cubes at random places; rendered headless (EGL, or OSMesa), stepped kinematically.
 
-No ROS here: sim_arm.py wraps it in a driver node, sim_expert.py solves its task with inverse
+No ROS here: arm.py wraps it in a driver node, expert.py solves its task with inverse
 kinematics from MuJoCo's Jacobians. The arm's joints are those of config/sim_arm.yaml.
 """
 

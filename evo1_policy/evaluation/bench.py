@@ -170,6 +170,21 @@ def bench(
         first = Evo1Policy.from_checkpoint(checkpoint, device=device, dtype=dtype, dataset_key=dataset_key)
     else:
         first = Evo1Policy.from_preset(config_name or "evo1-tiny", 7, 7, device=device, dtype=dtype)
+    return _bench_policy(first, modes, steps, views, repeats, warmup, uncached_repeats, image_size, guided)
+
+
+def _bench_policy(
+    first: Evo1Policy,
+    modes: list[str],
+    steps: int | None,
+    views: int,
+    repeats: int,
+    warmup: int,
+    uncached_repeats: int | None,
+    image_size: tuple[int, int],
+    guided: bool,
+) -> dict[str, Any]:
+    """bench() once the policy is loaded: the paths on one shared model, then the uncached run."""
     cuda = first.device.type == "cuda"
     weights = torch.cuda.memory_allocated(first.device) if cuda else 0
     rng = np.random.default_rng(0)
@@ -190,31 +205,9 @@ def bench(
         "timing": "paths interleaved call by call",
         "paths": {},
     }
-    policies: dict[str, Evo1Policy] = {}
-    for mode in modes:  # one at a time, so each path's warm-up and memory are its own
-        policy = Evo1Policy(first.model, first.processor, first.device, first.dtype, compile=mode)
-        held = _start_peak(policy.device)
-        warmup_s = policy.warm_up(views, PROMPT, steps, guided)
-        result["paths"][mode] = {
-            "warmup_s": warmup_s,
-            "inference_path": policy.inference_path,
-            "peak_memory_mb": _peak_memory_mb(policy.device) - (held - weights) / 2**20,
-        }
-        policies[mode] = policy
+    policies = _warm_paths(first, modes, views, steps, guided, weights, result["paths"])
     for kind, guidance in kinds.items():
-        timings: dict[str, list[dict[str, float]]] = {mode: [] for mode in modes}
-        for i in range(warmup + repeats):
-            for mode, policy in policies.items():
-                policy.predict_chunk(images, state, PROMPT, steps=steps, seed=i, guidance=guidance)
-                if i >= warmup:
-                    timings[mode].append(dict(policy.last_timing))
-        for mode, policy in policies.items():
-            entry = result["paths"][mode]
-            entry[kind] = _stats(timings[mode])
-            chunk = policy.predict_chunk(images, state, PROMPT, steps=steps, seed=SAME_SEED, guidance=guidance)
-            if mode == modes[0]:
-                reference = chunk
-            entry[kind]["max_abs_diff_vs_" + modes[0]] = float(np.abs(chunk - reference).max())
+        _time_interleaved(policies, kind, guidance, images, state, steps, warmup, repeats, result["paths"])
     for mode in modes:
         entry = result["paths"][mode]
         if guided:
@@ -225,16 +218,67 @@ def bench(
     count = repeats if uncached_repeats is None else uncached_repeats
     if count > 0:
         first.use_prefix_cache = False  # eager: the VLM at every denoising step, for comparison
-        timings_uncached = []
-        for i in range(warmup + count):
-            first.predict_chunk(images, state, PROMPT, steps=steps, seed=i)
-            if i >= warmup:
-                timings_uncached.append(dict(first.last_timing))
-        result["uncached"] = _stats(timings_uncached)
+        result["uncached"] = _stats(
+            [_timed(first, images, state, steps, i, None) for i in range(warmup + count)][warmup:]
+        )
         first.use_prefix_cache = True
     result["peak_memory_mb"] = _peak_memory_mb(first.device)
     result["peak_memory_kind"] = "cuda_max_allocated" if cuda else "process_max_rss"
     return result
+
+
+def _timed(
+    policy: Evo1Policy, images: list, state: np.ndarray, steps: int | None, seed: int, guidance: Any
+) -> dict[str, float]:
+    policy.predict_chunk(images, state, PROMPT, steps=steps, seed=seed, guidance=guidance)
+    return dict(policy.last_timing)
+
+
+def _warm_paths(
+    first: Evo1Policy, modes: list[str], views: int, steps: int | None, guided: bool, weights: int, out: dict
+) -> dict[str, Evo1Policy]:
+    """One policy per path on the same model, warmed up one at a time, so each path's warm-up and
+    memory are its own (written into `out[mode]`)."""
+    policies: dict[str, Evo1Policy] = {}
+    for mode in modes:
+        policy = Evo1Policy(first.model, first.processor, first.device, first.dtype, compile=mode)
+        held = _start_peak(policy.device)
+        warmup_s = policy.warm_up(views, PROMPT, steps, guided)
+        out[mode] = {
+            "warmup_s": warmup_s,
+            "inference_path": policy.inference_path,
+            "peak_memory_mb": _peak_memory_mb(policy.device) - (held - weights) / 2**20,
+        }
+        policies[mode] = policy
+    return policies
+
+
+def _time_interleaved(
+    policies: dict[str, Evo1Policy],
+    kind: str,
+    guidance: Any,
+    images: list,
+    state: np.ndarray,
+    steps: int | None,
+    warmup: int,
+    repeats: int,
+    out: dict,
+) -> None:
+    """The paths take turns call by call (a busy machine's drift falls on all alike); then each
+    path's chunk for one seed against the first path's (`out[mode][kind]`)."""
+    modes = list(policies)
+    timings: dict[str, list[dict[str, float]]] = {mode: [] for mode in modes}
+    for i in range(warmup + repeats):
+        for mode, policy in policies.items():
+            timing = _timed(policy, images, state, steps, i, guidance)
+            if i >= warmup:
+                timings[mode].append(timing)
+    reference = None
+    for mode, policy in policies.items():
+        out[mode][kind] = _stats(timings[mode])
+        chunk = policy.predict_chunk(images, state, PROMPT, steps=steps, seed=SAME_SEED, guidance=guidance)
+        reference = chunk if reference is None else reference
+        out[mode][kind]["max_abs_diff_vs_" + modes[0]] = float(np.abs(chunk - reference).max())
 
 
 def _start_peak(device: torch.device) -> int:

@@ -172,6 +172,65 @@ def _strip(result: EpisodeResult, path: Path, size: int = 160) -> None:
     cv2.imwrite(str(path), cv2.cvtColor(strip, cv2.COLOR_RGB2BGR))
 
 
+def _run_policy(
+    checkpoint: str,
+    chosen: list,
+    episodes: int,
+    execute_steps: int,
+    seed: int,
+    log: Any,
+    policy_options: dict[str, Any],
+) -> tuple[list[EpisodeResult], dict[str, Any], str]:
+    """The checkpoint's episodes, how the time split between policy and simulator, and its path."""
+    from ..policy import Evo1Policy
+
+    steps = policy_options.pop("steps")
+    policy = Evo1Policy.from_checkpoint(checkpoint, **policy_options)
+    controller, chunk_times = policy_controller(policy, steps, seed)
+    start = time.monotonic()
+    results = run_controller("policy", lambda _t: controller, chosen, episodes, execute_steps, seed, True, 1, log)
+    wall = time.monotonic() - start
+    in_policy = float(np.sum(chunk_times))
+    timing = {
+        "wall_s": wall,
+        "chunks": len(chunk_times),
+        "chunk_ms_median": 1e3 * float(np.median(chunk_times)) if chunk_times else 0.0,
+        "policy_s": in_policy,
+        "simulator_s": wall - in_policy,  # building the envs, rendering, stepping
+        "env_steps": int(sum(r.steps for r in results)),
+    }
+    log(
+        f"[policy] {wall:.0f} s: {len(chunk_times)} chunks, {timing['chunk_ms_median']:.0f} ms each (median), "
+        f"{timing['policy_s']:.0f} s in the policy, {timing['simulator_s']:.0f} s in the simulator"
+    )
+    return results, timing, policy.inference_path
+
+
+def _run_bounds(chosen: list, episodes: int, seed: int, log: Any) -> dict[str, list[EpisodeResult]]:
+    """The scripted experts and random actions on the same placements (both act every step)."""
+    return {
+        "expert": run_controller(
+            "expert", lambda t: expert_controller(t.env_name), chosen, episodes, 1, seed, False, 0, log
+        ),
+        "random": run_controller(
+            "random", lambda t: random_controller(seed + t.index), chosen, episodes, 1, seed, False, 0, log
+        ),
+    }
+
+
+def _write_outputs(
+    out: Path, summary: dict[str, Any], table: str, chosen: list, policy_results: list[EpisodeResult]
+) -> None:
+    """results.json, table.txt, the bar plot, and a strip and an mp4 per task the policy ran."""
+    _plot(summary["scores"], chosen, out / "success.png")
+    for result in policy_results:
+        if result.frames:
+            _strip(result, out / "strips" / f"{result.task}.png")
+            write_mp4(out / "videos" / f"{result.task}.mp4", result.frames, VIDEO_FPS, lossless=False)
+    (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "table.txt").write_text(table + "\n")
+
+
 def evaluate(
     checkpoint: str | None,
     out: str | Path,
@@ -191,51 +250,21 @@ def evaluate(
     chosen = select_tasks(tasks)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    scores: dict[str, dict[str, Any]] = {}
     timing: dict[str, Any] = {}
+    inference_path = ""
     all_results: dict[str, list[EpisodeResult]] = {}
     if checkpoint:
-        from ..policy import Evo1Policy
-
-        policy = Evo1Policy.from_checkpoint(
-            checkpoint, device=device, dtype=dtype, dataset_key=dataset_key, compile=compile
-        )
-        controller, chunk_times = policy_controller(policy, steps, seed)
-        start = time.monotonic()
-        results = run_controller("policy", lambda _t: controller, chosen, episodes, execute_steps, seed, True, 1, log)
-        wall = time.monotonic() - start
-        in_policy = float(np.sum(chunk_times))
-        all_results["policy"] = results
-        timing = {
-            "wall_s": wall,
-            "chunks": len(chunk_times),
-            "chunk_ms_median": 1e3 * float(np.median(chunk_times)) if chunk_times else 0.0,
-            "policy_s": in_policy,
-            "simulator_s": wall - in_policy,  # building the envs, rendering, stepping
-            "env_steps": int(sum(r.steps for r in results)),
-        }
-        log(
-            f"[policy] {wall:.0f} s: {len(chunk_times)} chunks, {timing['chunk_ms_median']:.0f} ms each (median), "
-            f"{timing['policy_s']:.0f} s in the policy, {timing['simulator_s']:.0f} s in the simulator"
+        options = {"device": device, "dtype": dtype, "dataset_key": dataset_key, "compile": compile, "steps": steps}
+        all_results["policy"], timing, inference_path = _run_policy(
+            checkpoint, chosen, episodes, execute_steps, seed, log, options
         )
     if bounds:
-        all_results["expert"] = run_controller(
-            "expert", lambda t: expert_controller(t.env_name), chosen, episodes, 1, seed, False, 0, log
-        )
-        all_results["random"] = run_controller(
-            "random", lambda t: random_controller(seed + t.index), chosen, episodes, 1, seed, False, 0, log
-        )
+        all_results.update(_run_bounds(chosen, episodes, seed, log))
     if not all_results:
         raise ValueError("nothing to evaluate: give --checkpoint, --bounds, or both")
-    for name, results in all_results.items():
-        scores[name] = _score(results, chosen)
+    scores = {name: _score(results, chosen) for name, results in all_results.items()}
     table = format_table(scores, chosen)
     log(table)
-    _plot(scores, chosen, out / "success.png")
-    for result in all_results.get("policy", []):
-        if result.frames:
-            _strip(result, out / "strips" / f"{result.task}.png")
-            write_mp4(out / "videos" / f"{result.task}.mp4", result.frames, VIDEO_FPS, lossless=False)
     summary = {
         "checkpoint": str(checkpoint) if checkpoint else None,
         "tasks": [t.env_name for t in chosen],
@@ -246,13 +275,12 @@ def evaluate(
             "seed": seed,
             "denoising_steps": steps,
             "device": device,
-            "inference_path": policy.inference_path if checkpoint else "",
+            "inference_path": inference_path,
         },
         "scores": scores,
         "timing": timing,
         "paper": PAPER_ROWS,
     }
-    (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out / "table.txt").write_text(table + "\n")
+    _write_outputs(out, summary, table, chosen, all_results.get("policy", []))
     log(f"wrote {out}/results.json, table.txt, success.png, strips/ and videos/")
     return summary

@@ -158,6 +158,23 @@ def _sampler(data: VQASet, weights: dict[str, float], rng: np.random.Generator) 
     return draw
 
 
+def _optimize(
+    model: VisionLanguageModel, batch: VQABatch, optimizer: Any, scheduler: Any, grad_clip: float, step: int
+) -> float:
+    """One optimizer step on the answer tokens' cross-entropy; the loss (an error if it diverged)."""
+    model.train()
+    loss = model.loss(batch)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    scheduler.step()
+    value = loss.item()
+    if not math.isfinite(value):
+        raise RuntimeError(f"pretraining diverged at step {step} (loss {value})")
+    return value
+
+
 def pretrain(
     config: Evo1Config,
     train: VQASet,
@@ -189,29 +206,16 @@ def pretrain(
     metrics = open(output / "metrics.jsonl", "w")  # noqa: SIM115 - written through the whole run
     try:
         for step in range(1, section.steps + 1):
-            model.train()
             batch = make_batch(train, draw(section.batch_size), tokenizer, config).to(device)
-            loss = model.loss(batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), section.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            if not math.isfinite(loss.item()):
-                raise RuntimeError(f"pretraining diverged at step {step} (loss {loss.item()})")
+            loss = _optimize(model, batch, optimizer, scheduler, section.grad_clip, step)
             if step % section.eval_every == 0 or step == section.steps:
-                accuracy = evaluate(model, test, tokenizer)
-                row = {
-                    "step": step,
-                    "loss": loss.item(),
-                    "seconds": time.perf_counter() - started,
-                    "held_out": accuracy,
-                }
+                row = {"step": step, "loss": loss, "seconds": time.perf_counter() - started}
+                row["held_out"] = evaluate(model, test, tokenizer)
                 history.append(row)
                 metrics.write(json.dumps(row) + "\n")
                 metrics.flush()
-                shown = ", ".join(f"{k} {v:.1%}" for k, v in accuracy.items())
-                log(f"step {step} loss {loss.item():.3f} ({row['seconds']:.0f} s): held out {shown}")
+                shown = ", ".join(f"{k} {v:.1%}" for k, v in row["held_out"].items())
+                log(f"step {step} loss {loss:.3f} ({row['seconds']:.0f} s): held out {shown}")
     finally:
         metrics.close()
     report = {
