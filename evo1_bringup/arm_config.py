@@ -22,6 +22,9 @@ from .paths import config_path
 NODE_NAME = "evo1_policy_node"
 MERGE_MODES = ("latest_only", "blend", "rtc")
 GRIPPER_OUTPUTS = ("trajectory", "topic")
+# When the arm's controller starts a trajectory: at its header stamp (joint_trajectory_controller)
+# or when it arrives (drivers that ignore the stamp; the node then sends a zero stamp).
+CONTROLLER_STARTS = ("stamp", "receipt")
 
 
 def _p(
@@ -107,7 +110,20 @@ class ControlParams:
     rtc_max_guidance: float = _p(10.0, "Real-time chunking: cap on the guidance weight (beta)", 0.0, 1000.0)
     rtc_decay_steps: int = _p(10, "Real-time chunking: steps over which guidance fades after the frozen part", 0, 1000)
     request_margin_steps: int = _p(2, "Request the next chunk this many steps before it is needed", 0, 1000)
-    stamp_trajectories: bool = _p(True, "Stamp trajectories with the current time (false: zero, start on receipt)")
+    controller_start: str = _p(
+        "stamp",
+        "When the arm's controller starts a trajectory: stamp (at its header stamp, as "
+        "joint_trajectory_controller does; the node stamps each one) or receipt (on arrival; the node "
+        "sends a zero stamp and plans for control.receipt_jitter)",
+        choices=CONTROLLER_STARTS,
+    )
+    receipt_jitter: float = _p(
+        0.01,
+        "With controller_start receipt: how much the delivery delay may differ between two "
+        "trajectories (s); the first point keeps this much time in hand",
+        0.0,
+        1.0,
+    )
 
 
 @dataclass
@@ -121,6 +137,12 @@ class SafetyParams:
     )
     joint_state_jump: float = _p(
         0.3, "A joint state that jumps more than this plus max_velocity * elapsed is an outlier until confirmed", 0.0
+    )
+    tracking_tolerance: float = _p(
+        0.2,
+        "Hold when the measured arm is further than this from the running trajectory (unit of the "
+        "joint): pushed, blocked or lagging its controller; it restarts from where it is measured",
+        0.0,
     )
     dry_run: bool = _p(False, "Compute and publish chunks and status, but never a trajectory", dynamic=True)
 
@@ -197,6 +219,10 @@ class ArmConfig:
             problems.append(f"model.compile {self.model.compile!r} unknown; choose one of {COMPILE_MODES}")
         if ctl.merge not in MERGE_MODES:
             problems.append(f"control.merge {ctl.merge!r} unknown; choose one of {MERGE_MODES}")
+        if ctl.controller_start not in CONTROLLER_STARTS:
+            problems.append(
+                f"control.controller_start {ctl.controller_start!r} unknown; choose one of {CONTROLLER_STARTS}"
+            )
         for section in (self.model, j, g, c, self.topics, ctl, self.safety, self):
             for f in dataclasses.fields(section):
                 low, high = f.metadata.get("range", (None, None))

@@ -10,6 +10,7 @@ the arm is (docs/safety.md).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,7 @@ from std_msgs.msg import Float64
 from .arm_config import ArmConfig
 from .inference_worker import Stamped
 from .ros_io import trajectory_message
-from .safety import Commanded, Limits, hold_point, safe_path
+from .safety import OFF_TRAJECTORY, Commanded, Limits, hold_point, off_trajectory, receipt_times, safe_path
 
 
 class ArmCommander:
@@ -30,12 +31,21 @@ class ArmCommander:
         self.config: ArmConfig | None = None
 
     def attach(
-        self, config: ArmConfig, limits: Limits, dt: float, trajectory_pub: Any, gripper_pub: Any, logger: Any
+        self,
+        config: ArmConfig,
+        limits: Limits,
+        dt: float,
+        trajectory_pub: Any,
+        gripper_pub: Any,
+        logger: Any,
+        clock: Callable[[], float],
     ) -> None:
-        """The configured arm and its publishers (each configure; what was commanded is kept, so a
-        reconfigured node still waits for a measurement after its last hold)."""
+        """The configured arm, its publishers and the node's ROS clock (each configure; what was
+        commanded is kept, so a reconfigured node still waits for a measurement after its last hold)."""
         self.config, self.limits, self.dt = config, limits, dt
         self._trajectory_pub, self._gripper_pub, self._logger = trajectory_pub, gripper_pub, logger
+        self._clock = clock
+        self.on_receipt = config.control.controller_start == "receipt"
 
     def start_position(self, now: float, joints: Stamped | None, unconfirmed: bool) -> np.ndarray | None:
         """Where the arm is at `now`, the start of the next message: on the running trajectory (or
@@ -56,25 +66,66 @@ class ArmCommander:
         after the moment yet be older. Its stamp says when, if it agrees with the arrival (the
         clocks are shared); otherwise (no stamp, another clock, a replayed bag) its arrival, one
         control period later."""
-        shared_clock = (
-            joints.stamp > 0 and abs(joints.received_ros - joints.stamp) <= self.config.safety.joint_state_timeout
+        return self.measurement_time(joints) > moment
+
+    def stamped_on_our_clock(self, joints: Stamped) -> bool:
+        """Whether a joint state's stamp says when it was measured: set, and agreeing with its
+        arrival within joint_state_timeout (not another clock, not a replayed bag)."""
+        return joints.stamp > 0 and abs(joints.received_ros - joints.stamp) <= self.config.safety.joint_state_timeout
+
+    def measurement_time(self, joints: Stamped) -> float:
+        """When a joint state was measured, on the node's ROS clock (see measured_after)."""
+        return joints.stamp if self.stamped_on_our_clock(joints) else joints.received_ros - self.dt
+
+    def off_trajectory(self, joints: Stamped | None) -> str:
+        """'' or why the measured arm is not where the running trajectory has it (arm joints only:
+        a gripper's units differ and it may close on an object). Nothing to compare while holding,
+        for a reading measured before the trajectory took effect, or for one whose stamp does not
+        say when it was measured (a moving arm's reading is only comparable at its own moment)."""
+        commanded, n = self.commanded, len(self.config.joints.names)
+        if commanded is None or self.holding or joints is None or not self.stamped_on_our_clock(joints):
+            return ""
+        moment = self.measurement_time(joints)
+        if moment < commanded.start_time:
+            return ""
+        expected = commanded.position_at(moment)
+        return off_trajectory(
+            joints.value[:n], expected[:n], self.config.joints.names, self.config.safety.tracking_tolerance
         )
-        if shared_clock:
-            return joints.stamp > moment
-        return joints.received_ros > moment + self.dt
 
     def move(self, now: float, start: np.ndarray, times: np.ndarray, targets: np.ndarray) -> bool:
         """The planned targets from `start`, clamped to the limits; False in dry run (nothing sent:
-        whatever held before still holds)."""
+        whatever held before still holds). A controller that starts on receipt gets the first point
+        within reach in the interval less control.receipt_jitter."""
         if self.config.safety.dry_run:
             return False
-        points = safe_path(targets, start, times, self.limits)
         # on the running trajectory the arm moves as its cubic says; after a hold it is at rest
         running = self.commanded is not None and not self.holding
+        reach = times
+        if self.on_receipt:  # the message starts when it arrives: plan it as of the last moment
+            now, start, times, targets = self._as_of_now(now, start, times, targets, running)
+            if len(times) == 0:
+                return False
+            reach = receipt_times(times, self.config.control.receipt_jitter)
+        points = safe_path(targets, start, reach, self.limits)
         velocity = self.commanded.velocity_at(now) if running else np.zeros_like(start)
         self.holding = False
         self._publish(now, start, times, points, velocity)
         return True
+
+    def _as_of_now(
+        self, now: float, start: np.ndarray, times: np.ndarray, targets: np.ndarray, running: bool
+    ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+        """A plan made at `now`, re-timed to the clock's present (the node may have been stalled
+        since): points whose time has passed are dropped, the start is where the running
+        trajectory has the arm now (after a hold the arm rests where it was measured)."""
+        present = max(self._clock(), now)
+        late = present - now
+        if late <= 0:
+            return now, start, times, targets
+        keep = times - late > 0
+        start = self.commanded.position_at(present) if running else start
+        return present, start, times[keep] - late, targets[keep]
 
     def hold(self, now: float, why: str) -> None:
         """Stop where the arm is, once: nothing in dry run or before any command. Then nothing
@@ -84,17 +135,44 @@ class ArmCommander:
         self.holding = True
         if self.config.safety.dry_run:
             return
+        if self.on_receipt:  # it starts when it arrives: stop from where the arm is then
+            now = max(self._clock(), now)
         start = self.commanded.position_at(now)
         point = hold_point(self.commanded, now, self.limits)
         self._publish(now, start, np.array([self.dt]), point[None, :], self.commanded.velocity_at(now))
         self._logger.info(f"holding position: {why}", throttle_duration_sec=2.0)
+
+    def hold_if_off_trajectory(self, now: float, joints: Stamped | None) -> str:
+        """Hold where the arm is measured when it is off the running trajectory; the status reason
+        (a stable phrase) or ''. The node then restarts from a joint state measured after the hold."""
+        why = self.off_trajectory(joints)
+        if not why:
+            return ""
+        self.hold_at(now, joints.value, why)
+        return OFF_TRAJECTORY
+
+    def hold_at(self, now: float, position: np.ndarray, why: str) -> None:
+        """Stop where the arm was measured (it is off the running trajectory, so the trajectory's
+        own stopping point would pull it back). Since that reading the controller may have moved it
+        toward the trajectory, so the arm is somewhere between the two: the one point at rest is
+        timed for the whole distance at the velocity limit, never faster."""
+        if self.holding or self.config is None:
+            return
+        self.holding = True
+        if self.config.safety.dry_run or self.commanded is None:
+            return
+        point = np.asarray(position, float)  # plausible: within the limits and joint_state_tolerance
+        gap = np.abs(point - self.commanded.position_at(now)) / self.limits.max_velocity
+        duration = max(self.dt, float(gap.max()))
+        self._publish(now, point, np.array([duration]), point[None, :], np.zeros_like(point))
+        self._logger.warning(f"holding where the arm is measured: {why}", throttle_duration_sec=2.0)
 
     def _publish(
         self, now: float, start: np.ndarray, times: np.ndarray, points: np.ndarray, start_velocity: np.ndarray
     ) -> None:
         """start, start_velocity: where the arm is and how it moves when this message takes effect."""
         msg = trajectory_message(self.config.trajectory_names, points, start, times)
-        if self.config.control.stamp_trajectories:
+        if self.config.control.controller_start == "stamp":
             msg.header.stamp = Time(nanoseconds=round(now * 1e9)).to_msg()
         self._trajectory_pub.publish(msg)
         self.commanded = Commanded(now, np.asarray(start, float), np.asarray(times, float), points, start_velocity)

@@ -115,7 +115,9 @@ class PolicyNode(LifecycleNode):
         self.executor_plan = ChunkExecutor.for_control(config.control)
         self._control_clock = ControlClock(self.dt)
         self._create_interfaces(config)
-        self._arm.attach(config, self.limits, self.dt, self.trajectory_pub, self.gripper_pub, self.get_logger())
+        self._arm.attach(
+            config, self.limits, self.dt, self.trajectory_pub, self.gripper_pub, self.get_logger(), self._ros_now
+        )
         self._worker.start()
         self.get_logger().info(
             f"configured: {policy.config.preset}, {len(config.cameras.names)} camera(s), joints {config.action_names}, "
@@ -337,18 +339,13 @@ class PolicyNode(LifecycleNode):
         tick, late = self._control_clock.advance(started)
         with self._lock:
             reason = input_problem(
-                started,
-                self._instruction,
-                self.config.cameras.names,
-                self._camera_msgs,
-                self._joints,
-                self._joint_fault,
-                self._worker.in_flight_since,
-                self.config.safety,
-            )
-            arrived = self._worker.take_result()
+                started, self._instruction, self.config.cameras.names, self._camera_msgs, self._joints,
+                self._joint_fault, self._worker.in_flight_since, self.config.safety,
+            )  # fmt: skip
+            arrived, joints = self._worker.take_result(), self._joints
         if arrived is not None:
             self._accept_chunk(arrived, tick=tick, now=now)
+        reason = reason or self._arm.hold_if_off_trajectory(now, joints)  # pushed, blocked: hold where it is
         if reason:
             with self._lock:
                 self._reset_plan(reason)

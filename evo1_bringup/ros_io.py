@@ -74,18 +74,21 @@ def isolate_domain() -> int:
     return int(os.environ["ROS_DOMAIN_ID"])
 
 
-def follow_trajectory(follower: Any, msg: JointTrajectory, ros_now: float) -> tuple[str, float, np.ndarray]:
+def follow_trajectory(
+    follower: Any, msg: JointTrajectory, ros_now: float, on_receipt: bool = False
+) -> tuple[str, float, np.ndarray]:
     """Hand a JointTrajectory to a TrajectoryFollower (follower.py) as joint_trajectory_controller
     takes it: a stamped one starts at its stamp, an unstamped one on arrival (`ros_now`; step the
-    follower with the ROS clock too). Returns '' or why
+    follower with the ROS clock too); a controller that ignores stamps (`on_receipt`) starts every
+    one on arrival. Returns '' or why
     the controller would refuse it, the ROS time the trajectory takes effect, and where the arm
-    is then (what an audit must judge the command against)."""
+    is then, measured (what an audit must judge the command against)."""
     # The follower runs on the ROS clock, the stamps' own: mapping each stamp onto another clock
     # would shift trajectories against each other by the jitter of reading two clocks.
-    start = stamp_seconds(msg) or ros_now
+    start = ros_now if on_receipt else (stamp_seconds(msg) or ros_now)
     points = [(seconds(p.time_from_start), np.array(p.positions), np.array(p.velocities)) for p in msg.points]
     problem = follower.command(list(msg.joint_names), points, start)
-    return problem, start, follower.sample(start)[0]
+    return problem, start, follower.measured(start)[0]
 
 
 def spin_until_signal(

@@ -106,6 +106,28 @@ def safe_path(targets: np.ndarray, start: np.ndarray, times: np.ndarray, limits:
     return out
 
 
+def receipt_times(times: np.ndarray, jitter: float) -> np.ndarray:
+    """The times safe_path limits a message against when the controller starts it on arrival: each
+    `jitter` earlier (never below zero), so the first point keeps that much time in hand for a
+    delivery delay longer than the last message's; the later intervals only shrink."""
+    return np.maximum(np.asarray(times, float) - jitter, 0.0)
+
+
+# The status reason while the node holds an arm found off its trajectory (a stable phrase).
+OFF_TRAJECTORY = "holding: the arm is off its trajectory (pushed, blocked or lagging)"
+
+
+def off_trajectory(measured: np.ndarray, expected: np.ndarray, names: list[str], tolerance: float) -> str:
+    """'' or, when the measured arm joints are further than `tolerance` from where the running
+    trajectory has them at the measurement's time, which joint and how far (pushed, blocked, or
+    lagging its controller by more than the arm config allows)."""
+    error = np.abs(np.asarray(measured, float) - np.asarray(expected, float))
+    worst = int(np.argmax(error))
+    if error[worst] <= tolerance:
+        return ""
+    return f"{names[worst]} {error[worst]:.3f} off its trajectory (> safety.tracking_tolerance {tolerance})"
+
+
 def finite_difference_velocities(points: np.ndarray, start: np.ndarray, times: np.ndarray) -> np.ndarray:
     """Central differences over the published points (the first from `start` at time 0), zero at
     the last point: the trajectory ends at rest, as joint_trajectory_controller requires."""

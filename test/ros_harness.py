@@ -138,14 +138,24 @@ def trajectory_arrays(msg: JointTrajectory) -> tuple[np.ndarray, np.ndarray, np.
     return times, positions, velocities
 
 
-def assert_safe_commands(recorder: Recorder, arm: SimArmNode, config: ArmConfig) -> Audit:
+def assert_safe_commands(
+    recorder: Recorder,
+    arm: SimArmNode,
+    config: ArmConfig,
+    unknowable: list[tuple[float, float]] | None = None,
+    tolerance: float = 0.0,
+) -> Audit:
     """Every trajectory the recorder heard, audited against where the simulated arm really was
-    (evo1_bringup.check.audit); fails with the first violations. Returns the audit."""
+    (evo1_bringup.check.audit); fails with the first violations. Returns the audit. unknowable:
+    spans after a push in which no node could know where the arm is; tolerance: how far the arm
+    may be from where the node can know it is (see audit_commands)."""
     messages = []
     for _, msg in recorder.received.trajectories:
         assert msg.header.stamp.sec or msg.header.stamp.nanosec, "the audit needs stamped trajectories"
         messages.append((message_start(msg, 0.0), msg))
     names = config.trajectory_names
-    audit = audit_commands(messages, list(arm.arm_log), names, config.lower, config.upper, config.max_velocity)
+    audit = audit_commands(
+        messages, list(arm.arm_log), names, config.lower, config.upper, config.max_velocity, tolerance, unknowable or []
+    )
     assert not audit.violations, f"{audit.summary()}:\n" + "\n".join(audit.violations[:10])
     return audit

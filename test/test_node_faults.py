@@ -28,10 +28,13 @@ from ros_harness import (
     wild_checkpoint,
 )
 from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray
 
 from evo1_bringup.arm_config import ArmConfig
+from evo1_bringup.check.audit import message_start
 from evo1_bringup.node import PolicyNode, load_policy
-from evo1_bringup.sim.arm import SimArmNode
+from evo1_bringup.safety import OFF_TRAJECTORY
+from evo1_bringup.sim.arm import PUSH_TOPIC, SimArmNode
 from evo1_policy.policy import Evo1Policy
 
 pytestmark = pytest.mark.ros
@@ -70,6 +73,48 @@ def test_freezes_of_the_node_never_command_beyond_the_velocity_limit(
     assert alive and all(resumed), f"the node stopped commanding after a freeze ({resumed}):\n{output[-2000:]}"
     audit = assert_safe_commands(recorder, sim, CONFIG)
     assert audit.worst_ratio > 0.9, f"the arm was not moving near its velocity limit: {audit.summary()}"
+
+
+def test_a_pushed_arm_is_held_where_it_is_and_restarted_from_there(ros_context, ros_env, nodes_in) -> None:
+    """Someone pushes the simulated arm (0.4 rad on one joint) while the node commands: the node
+    finds it off its trajectory, holds where the arm is measured (the trajectory's own stopping
+    point would pull the arm back through whatever pushed it), then restarts from there. Every
+    command is judged against the arm, except first points that took effect before any node could
+    know of the push. Before this rule the node went on planning from its own trajectory."""
+    process, sim, recorder = node_sim_recorder(ros_env, nodes_in)
+    pusher = recorder.create_publisher(Float64MultiArray, PUSH_TOPIC, 10)
+    nodes = [sim, recorder]
+    holds = []
+    try:
+        _moving(ros_context, process, sim, recorder)
+        for joint in (1, 3):
+            seen, count = len(recorder.received.statuses), len(recorder.received.trajectories)
+            offset = np.zeros(len(CONFIG.action_names))
+            offset[joint] = -0.4 if sim.follower.position[joint] > 0 else 0.4  # toward the middle
+            pusher.publish(Float64MultiArray(data=offset.tolist()))
+            off = lambda k=seen: any(m.reason == OFF_TRAJECTORY for _, m in recorder.received.statuses[k:])  # noqa: E731
+            holds.append(spin_for(ros_context, nodes, 5.0, until=off))
+            more = lambda n=count: len(recorder.received.trajectories) > n + 20  # noqa: E731
+            assert spin_for(ros_context, nodes, 15.0, until=more), "the node did not restart after the push"
+    finally:
+        stop_node(process)
+    assert all(holds) and len(sim.pushes) == 2, f"no off-trajectory hold after a push: {holds}"
+    log = list(sim.arm_log)
+    vmax = np.array(CONFIG.max_velocity)
+    for pushed in sim.pushes:  # the hold: one point at rest, within reach of the arm at the limit
+        hold = next(m for _, m in recorder.received.trajectories if message_start(m, 0) > pushed and len(m.points) == 1)
+        arm = [p for t, p in log if t <= message_start(hold, 0)][-1]
+        point, seconds = np.array(hold.points[0].positions), hold.points[0].time_from_start
+        reach = vmax * (seconds.sec + seconds.nanosec * 1e-9)
+        assert not any(hold.points[0].velocities) and np.all(np.abs(point - arm) <= reach + 1e-4), (
+            f"hold {point - arm} from the arm, reach {reach}"
+        )
+    # A message stamped shortly before a push can arrive after it: the span starts before the push.
+    # While a hand holds the arm, the node plans from its trajectory until the arm is more than
+    # safety.tracking_tolerance off it: that is the distance its commands are judged within.
+    unknowable = [(t - 0.1, t + CONFIG.safety.joint_state_timeout) for t in sim.pushes]
+    audit = assert_safe_commands(recorder, sim, CONFIG, unknowable, CONFIG.safety.tracking_tolerance)
+    assert audit.unknowable >= 1 and audit.messages > 60
 
 
 class _JointStateFaker(Node):
@@ -217,6 +262,25 @@ def test_the_fuzzer_finds_no_unsafe_command_on_another_arm(ros_env, tmp_path: Pa
     assert len(result["freezes_s"]) >= 5 and result["trajectories"] > 400, done.stdout
     assert result["worst_first_step_of_velocity_limit"] > 0.9, "the arm never moved near its limit"
     assert "camera 'front': undecodable image" in result["reject_causes"], result["reject_causes"]
+
+
+@pytest.mark.slow
+def test_the_fuzzer_with_a_lagging_pushed_arm_finds_no_unsafe_command(ros_env, tmp_path: Path) -> None:
+    """`evo1 fuzz-node --lag 0.05 --pushes` on xArm6 (gripper on its own topic): the stand-in arm
+    trails its controller and is held off by a hand now and then, on top of every bad input and
+    freeze. Each push ends in an off-trajectory hold; every command keeps to the velocity limit
+    from where the arm is, within safety.tracking_tolerance, except first points that took effect
+    before any node could know of the push (counted)."""
+    evo1 = str(Path(sys.executable).parent / "evo1")
+    report = tmp_path / "fuzz.json"
+    command = [evo1, "fuzz-node", "--arm-config", "xarm6", "--duration", "40", "--lag", "0.05", "--pushes"]
+    done = subprocess.run([*command, "--json", str(report)], env=ros_env, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads(report.read_text())
+    assert result["violations"] == 0 and result["node_alive"] and not result["problems"]
+    assert result["pushes"] >= 4 and result["off_trajectory_holds"] >= result["pushes"] // 2, done.stdout
+    assert result["tracking_tolerance"] == ArmConfig.named("xarm6").safety.tracking_tolerance
+    assert 0 < result["unjudged_after_push"] < result["trajectories"] // 10, done.stdout
 
 
 def _set_dry_run(ros_context, nodes, client, value: bool) -> None:

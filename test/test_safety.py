@@ -5,7 +5,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from evo1_bringup.safety import Commanded, Limits, OutlierFilter, hold_point, out_of_range, safe_path
+from evo1_bringup.safety import (
+    Commanded,
+    Limits,
+    OutlierFilter,
+    hold_point,
+    off_trajectory,
+    out_of_range,
+    receipt_times,
+    safe_path,
+)
 from evo1_bringup.sim.follower import TrajectoryFollower
 
 DT = 0.05
@@ -88,3 +97,78 @@ def test_a_single_outlier_is_dropped_and_a_confirmed_jump_is_believed() -> None:
     assert joints.accept(np.array([-0.9, 1.5]), 0.09) == (False, None)  # the arm was moved (a reset)...
     assert joints.accept(np.array([-0.9, 1.5]), 0.12) == (True, None)  # ...and the next reading confirms it
     assert joints.accept(np.array([-0.8, 1.5]), 0.15) == (True, None)  # motion within the velocity limit
+
+
+def _ramp(follower: TrajectoryFollower, start: float) -> None:
+    """Joint a from 0 to 0.5 at 1 unit/s (0.5 s), joint b still."""
+    times = np.arange(1, 11) * DT
+    points = [(t, np.array([t, 0.0]), np.array([1.0 if i < 9 else 0.0, 0.0])) for i, t in enumerate(times)]
+    assert follower.command(["a", "b"], points, start) == ""
+
+
+def test_a_lagging_arm_trails_its_controller_by_at_most_its_cap_and_settles() -> None:
+    exact = TrajectoryFollower(["a", "b"], [-1.0, -2.0], [1.0, 2.0], np.zeros(2))
+    lagging = TrajectoryFollower(["a", "b"], [-1.0, -2.0], [1.0, 2.0], np.zeros(2), lag=0.05, max_tracking_error=0.04)
+    for follower in (exact, lagging):
+        _ramp(follower, 10.0)
+    behind = []
+    for t in 10.0 + np.arange(0, 101) * 0.01:
+        exact.step(t)
+        lagging.step(t)
+        behind.append(exact.position[0] - lagging.position[0])
+        np.testing.assert_allclose(lagging.measured(t)[0], lagging.position)  # at a step: what it reports
+    assert 0.035 < max(behind) <= 0.04 + 1e-12, max(behind)  # about velocity x lag (0.05), capped at 0.04
+    assert min(behind) >= 0.0 and abs(behind[-1]) < 1e-3  # never ahead; at rest it catches up
+    assert exact.exact and not lagging.exact
+
+
+def test_a_pushed_arm_is_displaced_pulled_back_and_a_new_trajectory_starts_where_it_is() -> None:
+    follower = TrajectoryFollower(["a", "b"], [-1.0, -2.0], [1.0, 2.0], np.zeros(2), recovery=0.2)
+    follower.step(0.0)
+    follower.push(np.array([0.0, 0.5]), 0.0)  # a shove: displaced at once, then let go
+    follower.step(0.0)
+    np.testing.assert_allclose(follower.position, [0.0, 0.5])  # displaced at once
+    follower.step(0.2)
+    np.testing.assert_allclose(follower.position[1], 0.5 * np.exp(-1.0), rtol=1e-9)  # pulled back
+    # The controller, in closed loop, starts the next trajectory where the arm is measured, and
+    # stops pulling it toward the old one.
+    where = follower.measured(0.2)[0]
+    _ramp(follower, 0.2)
+    follower.step(0.2)
+    np.testing.assert_allclose(follower.position, where, atol=1e-12)
+    follower.step(0.225)  # half way to the first point: on the controller's cubic from there
+    assert 0.0 < follower.position[1] < where[1]
+    follower.step(0.25)
+    np.testing.assert_allclose(follower.position, [0.05, 0.0], atol=1e-12)  # the first point, no pull-back
+
+
+def test_on_receipt_the_first_point_keeps_the_jitter_in_hand() -> None:
+    times = np.arange(1, 4) * DT
+    np.testing.assert_allclose(receipt_times(times, 0.01), times - 0.01)
+    np.testing.assert_allclose(receipt_times(np.array([0.005, 0.05]), 0.01), [0.0, 0.04])
+    path = safe_path(np.array([[1.0, 0.0]] * 3), np.zeros(2), receipt_times(times, 0.01), LIMITS)
+    # the first point is at most max_velocity x (interval - jitter) away; later steps as before
+    np.testing.assert_allclose(path[:, 0], [0.04, 0.09, 0.14])
+    # so a message delivered up to one jitter later than the last, starting where the arm then is
+    # (further along the old trajectory by at most max_velocity x jitter), keeps to the limit
+    assert path[0, 0] + LIMITS.max_velocity[0] * 0.01 <= LIMITS.max_velocity[0] * times[0] + 1e-12
+
+
+def test_an_arm_off_its_trajectory_is_named_with_the_joint_and_distance() -> None:
+    names = ["shoulder", "elbow"]
+    assert off_trajectory(np.array([0.1, 0.0]), np.array([0.0, 0.05]), names, 0.2) == ""
+    why = off_trajectory(np.array([0.1, 0.4]), np.array([0.0, 0.05]), names, 0.2)
+    assert why.startswith("elbow 0.350 off its trajectory") and "0.2" in why
+
+
+def test_a_held_push_outlasts_commands_then_lets_go() -> None:
+    follower = TrajectoryFollower(["a", "b"], [-1.0, -2.0], [1.0, 2.0], np.zeros(2), recovery=0.2)
+    follower.step(0.0)
+    follower.push(np.array([0.0, 0.5]), 0.0, duration=0.3)  # a hand holds joint b at 0.5
+    _ramp(follower, 0.0)  # the controller starts from the measured arm, joint b held
+    for t in (0.05, 0.15, 0.29):
+        follower.step(t)
+        assert follower.position[1] == 0.5 and follower.position[0] == min(t, 0.5)
+    follower.step(0.3)  # let go: pulled back toward the trajectory (b at 0) from 0.5
+    follower.step(0.5)
+    assert 0.0 < follower.position[1] < 0.5 * np.exp(-0.5) + 0.01

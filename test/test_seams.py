@@ -22,6 +22,7 @@ TORCH_FREE = [
     "evo1_bringup.sim.expert",
     "evo1_bringup.sim.vqa",
     "evo1_bringup.sim.follower",
+    "evo1_bringup.safety",
     "evo1_bringup.check.audit",
     "evo1_bringup.check.fuzz",
     "evo1_bringup.check.eval_live",

@@ -14,6 +14,10 @@ start time s (its stamp; its arrival when unstamped):
 - velocities within max_velocity, the last point at rest, time_from_start increasing from > 0;
 - no point further past a joint limit than the point before it (the arm's start included).
 
+An arm that trails its controller (a real one does) is judged within the tracking error the caller
+states; a first point that took effect before any node could know the arm was pushed is counted,
+not judged.
+
 A gripper commanded on its own topic (std_msgs/Float64, taking effect on arrival) must stay within
 its limits; its step from where the arm's gripper is when a command arrives is measured, in units
 of its max_velocity * one control period, and reported.
@@ -42,6 +46,7 @@ class Audit:
     worst_ratio: float = 0.0  # largest (distance from the arm) / (max_velocity * time) of a first point
     violations: list[str] = field(default_factory=list)
     unchecked: int = 0  # first messages with no arm state before them
+    unknowable: int = 0  # first points not judged: they took effect before the node could know of a push
 
     def summary(self) -> str:
         verdict = "no violation" if not self.violations else f"{len(self.violations)} violations"
@@ -100,11 +105,17 @@ def audit_commands(
     upper: Sequence[float],
     max_velocity: Sequence[float],
     tolerance: float = 0.0,
+    unknowable: Sequence[tuple[float, float]] = (),
+    arrivals: Sequence[float] = (),
 ) -> Audit:
     """messages: (start time, trajectory) in publishing order; arm: (time, measured positions; the
     first len(names) dims are `names`) from the arm itself (not from a topic others may write to).
     tolerance: how far (units of the joints) the arm may be from where the node can know it is,
-    stated by the caller (0: none; arithmetic slack aside)."""
+    stated by the caller (0: none; arithmetic slack aside). unknowable: (from, to) spans after the
+    arm was pushed (displaced by someone else) in which no node could know where it is yet: a first
+    point taking effect in one, or of a message arriving in one (arrivals: the arm's time of each
+    message's arrival, when it logs them), is counted, not judged; the steps after it are judged as
+    always."""
     lo, hi, vmax = (np.asarray(v, float)[: len(names)] for v in (lower, upper, max_velocity))
     log = ArmLog(arm)
     audit = Audit()
@@ -130,14 +141,20 @@ def audit_commands(
                 audit.violations.append(f"{where}: a step within the message beyond the velocity limit")
             continue
         origin = measured[: len(names)]
+        moments = (start, arrivals[k]) if k < len(arrivals) else (start,)
+        if any(t0 <= t <= t1 for t0, t1 in unknowable for t in moments):
+            audit.unknowable += 1
+            origin = points[0]  # the steps after the first are still the node's to keep
         jump = np.abs(points[0] - origin)
         ratio = float(np.max(jump / (vmax * times[0])))
         audit.worst_ratio = max(audit.worst_ratio, ratio)
         if not np.all(jump <= vmax * times[0] + tolerance + EPS):
-            j = int(np.argmax(jump / vmax))
+            j = int(np.argmax(jump - vmax * times[0] - tolerance))  # the joint furthest beyond its allowance
+            pushed = [start - t0 for t0, _ in unknowable if t0 <= start]
+            context = f" ({min(pushed):.3f} s after a push)" if pushed and min(pushed) < 2.0 else ""
             audit.violations.append(
                 f"{where}: first point moves {names[j]} {jump[j]:.4f} from where the arm is "
-                f"in {times[0] * 1e3:.1f} ms: {ratio:.2f}x the velocity limit"
+                f"in {times[0] * 1e3:.1f} ms: {ratio:.2f}x the velocity limit{context}"
             )
         path = np.vstack([origin, points])
         steps = np.abs(np.diff(path, axis=0))[1:]

@@ -13,10 +13,12 @@ arm (audit.py), and every rejected input must be counted under its cause in the 
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -37,25 +39,32 @@ from evo1_msgs.msg import PolicyStatus
 from ..arm_config import NODE_NAME, ArmConfig
 from ..process import start_policy_node
 from ..ros_io import COMMAND_QOS, INSTRUCTION_QOS, follow_trajectory, isolate_domain
-from ..sim.follower import TrajectoryFollower
-from .audit import audit_commands, audit_gripper, message_start
+from ..safety import OFF_TRAJECTORY
+from ..sim.follower import PUSH_SECONDS, TrajectoryFollower
+from .audit import audit_commands, audit_gripper
 from .bench_node import config_copy
 
 FRAME = (72, 96)  # height, width of the stand-in cameras' frames
 FREEZES = (0.1, 0.2, 0.35, 0.6, 1.0)  # seconds the node's process is stopped
+LAG_ERROR = 0.1  # the most a lagging stand-in arm trails its controller (units of the joints)
 
 
 class StandInArm(Node):
     """A kinematic arm for any arm config: follows JointTrajectory like joint_trajectory_controller
     (a stamped one from its stamp), publishes JointState and camera frames, logs its true position."""
 
-    def __init__(self, config: ArmConfig, **kwargs: Any):
+    def __init__(self, config: ArmConfig, lag: float = 0.0, max_tracking_error: float = np.inf, **kwargs: Any):
         super().__init__("evo1_stand_in_arm", **kwargs)
         self.config = config
         lower, upper = np.array(config.lower), np.array(config.upper)
         start = np.clip(np.zeros(len(lower)), lower, upper)
         n = len(config.trajectory_names)  # the joints; a gripper on its own topic is not the follower's
-        self.follower = TrajectoryFollower(config.trajectory_names, config.lower[:n], config.upper[:n], start[:n])
+        self.follower = TrajectoryFollower(
+            config.trajectory_names, config.lower[:n], config.upper[:n], start[:n], lag, max_tracking_error
+        )
+        self.on_receipt = config.control.controller_start == "receipt"  # a driver that ignores stamps
+        self.pushes: list[tuple[float, np.ndarray]] = []  # (ROS time, displacement)
+        self.lock = threading.RLock()  # the arm's thread follows and logs; the fuzzer's pushes and reads
         self.gripper = float(start[-1]) if config.gripper.name else 0.0
         self.log: list[tuple[float, np.ndarray]] = []  # (ROS time, every action dim): the arm's own record
         self.gripper_commands: list[tuple[float, float]] = []  # (arrival, value) on the gripper topic
@@ -71,25 +80,47 @@ class StandInArm(Node):
         self.rng = np.random.default_rng(0)
         self.create_timer(0.01, self._publish_joints)
         self.create_timer(1 / 30, self._publish_frames)
-        self.trajectories = 0
+        self.taken: list[tuple[float, JointTrajectory]] = []  # (when it took effect or was refused, message)
+        self.arrivals: list[float] = []  # when each of those arrived
         self.refused: Counter[str] = Counter()
 
     def now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
     def _on_trajectory(self, msg: JointTrajectory) -> None:
-        problem, effect, where = follow_trajectory(self.follower, msg, self.now())
-        if problem:
-            self.refused[problem] += 1
-        else:
-            self.trajectories += 1
-            self.log.append((effect, self._with_gripper(where)))  # where the arm is when it takes effect
+        with self.lock:
+            problem, effect, where = follow_trajectory(self.follower, msg, self.now(), self.on_receipt)
+            self.taken.append((effect, msg))
+            self.arrivals.append(self.now())
+            if problem:
+                self.refused[problem] += 1
+            else:
+                self.log.append((effect, self._with_gripper(where)))  # where the arm is when it takes effect
 
     def _on_gripper(self, msg: Float64) -> None:
-        now = self.now()
-        self.gripper_commands.append((now, float(msg.data)))
-        self.log.append((now, self.positions()))  # where the gripper is when the command arrives
-        self.gripper = float(np.clip(msg.data, self.config.gripper.lower_limit, self.config.gripper.upper_limit))
+        with self.lock:
+            now = self.now()
+            self.gripper_commands.append((now, float(msg.data)))
+            self.log.append((now, self.positions()))  # where the gripper is when the command arrives
+            self.gripper = float(np.clip(msg.data, self.config.gripper.lower_limit, self.config.gripper.upper_limit))
+
+    def push(self, rng: np.random.Generator) -> None:
+        """Push one arm joint 0.3-0.5 (its units) toward the middle of its range and hold it there
+        for PUSH_SECONDS, as a person or an obstacle would; the arm logs where it was and where it
+        is now, at the same moment."""
+        with self.lock:
+            n = len(self.config.joints.names)
+            j = int(rng.integers(n))
+            lower, upper = self.config.joints.lower_limits[j], self.config.joints.upper_limits[j]
+            offset = np.zeros(len(self.follower.names))
+            now = self.now()
+            here = self.follower.measured(now)[0][j]
+            offset[j] = float(rng.uniform(0.3, 0.5)) * (1.0 if here < (lower + upper) / 2 else -1.0)
+            self.log.append((now, self.positions()))
+            self.follower.push(offset, now, PUSH_SECONDS)
+            self.follower.step(now)
+            self.pushes.append((now, offset))
+            self.log.append((now, self.positions()))
 
     def _with_gripper(self, arm: np.ndarray) -> np.ndarray:
         extra = [self.gripper] if len(arm) < len(self.config.action_names) else []
@@ -98,15 +129,17 @@ class StandInArm(Node):
     def positions(self) -> np.ndarray:
         """Every action dim (arm joints, then a gripper commanded on its own topic), now: a joint
         state sent between two ticks says where the arm is when it is sent, as a driver's does."""
-        return self._with_gripper(self.follower.sample(self.now())[0])
+        with self.lock:
+            return self._with_gripper(self.follower.measured(self.now())[0])
 
     def _publish_joints(self) -> None:
-        now = self.get_clock().now()
-        self.follower.step(now.nanoseconds * 1e-9)
-        self.log.append((now.nanoseconds * 1e-9, self.positions()))
-        msg = JointState(name=self.config.action_names, position=self.positions().tolist())
-        msg.header.stamp = now.to_msg()
-        self.joint_pub.publish(msg)
+        with self.lock:
+            now = self.get_clock().now()
+            self.follower.step(now.nanoseconds * 1e-9)
+            self.log.append((now.nanoseconds * 1e-9, self.positions()))
+            msg = JointState(name=self.config.action_names, position=self.positions().tolist())
+            msg.header.stamp = now.to_msg()
+            self.joint_pub.publish(msg)
 
     def _publish_frames(self) -> None:
         frame = self.rng.integers(0, 256, (*FRAME, 3), dtype=np.uint8)
@@ -132,15 +165,10 @@ class Fuzzer(Node):
         camera, topic, compressed = config.cameras.names[0], config.cameras.topics[0], config.cameras.compressed[0]
         self.camera, self.compressed = camera, compressed
         self.images = self.create_publisher(CompressedImage if compressed else Image, topic, qos_profile_sensor_data)
-        self.trajectories: list[tuple[float, JointTrajectory]] = []
         self.statuses: list[PolicyStatus] = []
-        self.create_subscription(JointTrajectory, config.topics.trajectory, self._on_trajectory, COMMAND_QOS)
         self.create_subscription(PolicyStatus, f"{NODE_NAME}/status", self.statuses.append, 10)
         self.sent: Counter[str] = Counter()  # fuzz cases sent, by kind
         self.expected: set[str] = set()  # reject causes the node must report
-
-    def _on_trajectory(self, msg: JointTrajectory) -> None:
-        self.trajectories.append((message_start(msg, self.arm.now()), msg))
 
     def _send(self, case: str, publisher: Any, msg: Any, cause: str = "") -> None:
         publisher.publish(msg)
@@ -241,14 +269,17 @@ def _wait_until_commanding(fuzzer: Fuzzer, executor: SingleThreadedExecutor, pro
         raise RuntimeError(f"the policy node never commanded within 180 s ({reason})")
 
 
-def _fuzz_rounds(fuzzer: Fuzzer, executor: SingleThreadedExecutor, process: Any, duration: float) -> list[float]:
+def _fuzz_rounds(
+    fuzzer: Fuzzer, executor: SingleThreadedExecutor, process: Any, duration: float, pushes: bool
+) -> list[float]:
     """The schedule: bad images, bad joint states, bad and good instructions, a burst, a freeze of
-    the node's process (SIGSTOP), in turn, with a random pause after each. Returns the freezes."""
+    the node's process (SIGSTOP), and with `pushes` a shove of the arm, in turn, with a random
+    pause after each. Returns the freezes."""
     freezes: list[float] = []
     end = time.monotonic() + duration
     round_ = 0
     while time.monotonic() < end and process.poll() is None:
-        kind = round_ % 5
+        kind = round_ % (6 if pushes else 5)
         if kind == 0:
             fuzzer.images_case()
         elif kind == 1:
@@ -258,6 +289,8 @@ def _fuzz_rounds(fuzzer: Fuzzer, executor: SingleThreadedExecutor, process: Any,
             fuzzer.instruct(["touch the red cube", "touch the blue cube"][round_ % 2])
         elif kind == 3:
             fuzzer.burst(executor)
+        elif kind == 5:
+            fuzzer.arm.push(fuzzer.rng)
         else:
             pause = FREEZES[len(freezes) % len(FREEZES)]
             os.kill(process.pid, signal.SIGSTOP)
@@ -269,10 +302,16 @@ def _fuzz_rounds(fuzzer: Fuzzer, executor: SingleThreadedExecutor, process: Any,
     return freezes
 
 
-def _audits(config: ArmConfig, trajectories: list, gripper_commands: list, arm_log: list) -> tuple[Any, Any]:
-    """Every trajectory and gripper command judged against the stand-in arm's own record."""
-    names = config.trajectory_names
-    audit = audit_commands(trajectories, arm_log, names, config.lower, config.upper, config.max_velocity)
+def _audits(
+    config: ArmConfig, arm: StandInArm, tolerance: float, unknowable: list[tuple[float, float]]
+) -> tuple[Any, Any]:
+    """Every trajectory and gripper command judged against the stand-in arm's own record (where it
+    took each one), within the arm's stated tracking error, except the first points of those that
+    took effect before the node could know of a push."""
+    names, arm_log, gripper_commands = config.trajectory_names, arm.log, arm.gripper_commands
+    audit = audit_commands(
+        arm.taken, arm_log, names, config.lower, config.upper, config.max_velocity, tolerance, unknowable, arm.arrivals
+    )
     g = config.gripper
     gripper = audit_gripper(
         gripper_commands, arm_log, len(config.joints.names), g.lower_limit, g.upper_limit, g.max_velocity,
@@ -312,33 +351,56 @@ def _problems(
     return problems
 
 
-def fuzz_node(arm_config: str = "sim_arm", checkpoint: str = "", duration: float = 60.0, seed: int = 0) -> dict:
-    """Run the fuzz schedule for `duration` seconds; return the figures and verdicts."""
+def fuzz_node(
+    arm_config: str = "sim_arm",
+    checkpoint: str = "",
+    duration: float = 60.0,
+    seed: int = 0,
+    controller: str = "",
+    lag: float = 0.0,
+    pushes: bool = False,
+) -> dict:
+    """Run the fuzz schedule for `duration` seconds; return the figures and verdicts. `controller`
+    (stamp, receipt; default the config's) says when the stand-in arm starts a trajectory; `lag`
+    (s) makes it trail its controller (first order, at most LAG_ERROR behind); `pushes` shoves it."""
     isolate_domain()
     model: dict[str, Any] = {"model.checkpoint": checkpoint, "model.preset": "" if checkpoint else "evo1-tiny"}
     if not checkpoint:
         model["control.execute_steps"] = 8  # of the tiny preset's 16-step chunks
+    if controller:
+        model["control.controller_start"] = controller
     with tempfile.TemporaryDirectory() as tmp:
         arm_yaml = config_copy(arm_config, Path(tmp), **model)
         config = ArmConfig.from_yaml(arm_yaml)
+        # How far a lagging arm may be from where the node can know it is: the tracking tolerance
+        # the node holds on (a closed-loop controller restarts from the trailing arm each message).
+        tolerance = config.safety.tracking_tolerance if lag > 0 else 0.0
         log = Path(tmp) / "node.log"
         process = start_policy_node(arm_yaml, output=log)
         freezes: list[float] = []  # seconds of each SIGSTOP, in order
         try:
             with rclpy.init():
-                arm = StandInArm(config)
+                arm = StandInArm(config, lag, LAG_ERROR)
                 fuzzer = Fuzzer(config, arm, seed)
+                # The arm runs in a thread of its own, as a driver does: the fuzzer's volleys and
+                # bursts must not stall it (a receipt controller would take that as delivery delay).
+                arm_executor = SingleThreadedExecutor()
+                arm_executor.add_node(arm)
+                arm_thread = threading.Thread(target=arm_executor.spin, daemon=True)
+                arm_thread.start()
                 executor = SingleThreadedExecutor()
-                executor.add_node(arm)
                 executor.add_node(fuzzer)
                 _wait_until_commanding(fuzzer, executor, process, log)
-                freezes = _fuzz_rounds(fuzzer, executor, process, duration)
+                freezes = _fuzz_rounds(fuzzer, executor, process, duration, pushes)
                 _spin(executor, 1.5)  # let the last statuses arrive
+                arm_executor.shutdown()
+                arm_thread.join(timeout=5)
                 alive = process.poll() is None
                 executor.shutdown()
-                trajectories, statuses, arm_log = fuzzer.trajectories, fuzzer.statuses, arm.log
-                gripper_commands = list(arm.gripper_commands)
+                statuses = fuzzer.statuses
                 sent, expected, refused = dict(fuzzer.sent), fuzzer.expected, dict(arm.refused)
+                unknowable = [(t, t + config.safety.joint_state_timeout) for t, _ in arm.pushes]
+                audit, gripper = _audits(config, arm, tolerance, unknowable)
                 arm.destroy_node()
                 fuzzer.destroy_node()
         finally:
@@ -350,7 +412,6 @@ def fuzz_node(arm_config: str = "sim_arm", checkpoint: str = "", duration: float
                 except subprocess.TimeoutExpired:
                     process.kill()
         node_log = log.read_text()
-    audit, gripper = _audits(config, trajectories, gripper_commands, arm_log)
     causes = dict(zip(statuses[-1].reject_causes, statuses[-1].reject_details, strict=True))
     problems = _problems(audit, gripper, process.returncode, alive, node_log, expected, causes, statuses, refused)
     return {
@@ -358,6 +419,12 @@ def fuzz_node(arm_config: str = "sim_arm", checkpoint: str = "", duration: float
         "checkpoint": checkpoint or "evo1-tiny (untrained)",
         "seconds": duration,
         "seed": seed,
+        "controller_start": config.control.controller_start,
+        "lag_s": lag,
+        "tracking_tolerance": tolerance,
+        "pushes": len(unknowable),
+        "off_trajectory_holds": _entered(OFF_TRAJECTORY, [s.reason for s in statuses]),
+        "unjudged_after_push": audit.unknowable,
         "inputs_sent": sent,
         "freezes_s": freezes,
         "trajectories": audit.messages,
@@ -374,11 +441,19 @@ def fuzz_node(arm_config: str = "sim_arm", checkpoint: str = "", duration: float
     }
 
 
+def _entered(reason: str, reasons: list[str]) -> int:
+    """How many times the status turned to `reason`."""
+    return sum(1 for a, b in itertools.pairwise(["", *reasons]) if b == reason != a)
+
+
 def format_fuzz(result: dict) -> str:
     durations = ", ".join(f"{s:.2f}" for s in sorted(set(result["freezes_s"])))
     lines = [
         f"fuzz-node on {result['arm_config']} ({result['checkpoint']}), {result['seconds']:.0f} s, "
-        f"seed {result['seed']}",
+        f"seed {result['seed']}; controller starts at {result['controller_start']}, arm lag {result['lag_s']} s "
+        f"(judged within {result['tracking_tolerance']}), {result['pushes']} pushes -> "
+        f"{result['off_trajectory_holds']} off-trajectory holds ({result['unjudged_after_push']} first points "
+        "not judged: they took effect before the node could know of a push)",
         f"  inputs sent: {sum(result['inputs_sent'].values())} in {len(result['inputs_sent'])} kinds; "
         f"node frozen {len(result['freezes_s'])} times ({durations} s)",
         f"  commands: {result['trajectories']} trajectories, {result['points']} points, "

@@ -76,13 +76,25 @@ def _fuzz_node_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default="", help="default: the untrained evo1-tiny preset (it moves a lot)")
     p.add_argument("--duration", type=float, default=60.0, help="seconds of fuzzing after the node commands")
     p.add_argument("--seed", type=int, default=0, help="seed of the bad inputs drawn")
+    p.add_argument(
+        "--controller",
+        choices=("", "stamp", "receipt"),
+        default="",
+        help="when the stand-in arm starts a trajectory: at its stamp, or on receipt (default: the arm config's)",
+    )
+    p.add_argument(
+        "--lag", type=float, default=0.0, help="the arm trails its controller with this time constant (s; 0: exact)"
+    )
+    p.add_argument("--pushes", action="store_true", help="shove the arm now and then, as a person or a collision")
     json_option(p)
 
 
 def run_fuzz_node(args: argparse.Namespace) -> int:
     from ..check.fuzz import format_fuzz, fuzz_node
 
-    result = fuzz_node(args.arm_config, args.checkpoint, args.duration, args.seed)
+    result = fuzz_node(
+        args.arm_config, args.checkpoint, args.duration, args.seed, args.controller, args.lag, args.pushes
+    )
     print(format_fuzz(result))
     write_json(args.json, result)
     return 0 if not result["problems"] else 1

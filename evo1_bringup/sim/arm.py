@@ -7,7 +7,10 @@ and publishes sensor_msgs/JointState and one image per configured camera ('front
 30 Hz. The task: touch the cube the instruction names. `sim/start_episode` (StartEpisode) puts
 the arm at a start pose near home and places the cubes, both drawn from a seed;
 `sim/episode_events` (EpisodeEvent) reports the start and the end (a cube touched, or the
-timeout) of every episode.
+timeout) of every episode. Like a real arm it can trail its controller (`lag`, a first-order time
+constant) and be pushed (`sim/push`, std_msgs/Float64MultiArray: a displacement per joint, held for
+PUSH_SECONDS, then let go); a
+controller_start of `receipt` in the arm config makes it ignore trajectory stamps.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory
 
 from evo1_msgs.msg import EpisodeEvent
@@ -29,11 +33,12 @@ from evo1_msgs.srv import StartEpisode
 
 from ..arm_config import ArmConfig
 from ..ros_io import COMMAND_QOS, follow_trajectory, spin_until_signal, stamp_seconds
-from .follower import TrajectoryFollower
+from .follower import PUSH_SECONDS, TrajectoryFollower
 from .scene import HOME, Scene, random_placement, start_pose
 
 EVENTS_TOPIC = "sim/episode_events"
 START_SERVICE = "sim/start_episode"
+PUSH_TOPIC = "sim/push"
 # Reliable, and the last few kept for a late subscriber (an evaluator that starts after the sim).
 EVENT_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
@@ -50,13 +55,18 @@ class SimArmNode(Node):
         seed: int = 0,
         image_size: int = 224,
         episode_timeout: float = 8.0,
+        lag: float = 0.0,
+        max_tracking_error: float = 0.1,
         **kwargs: Any,
     ):
         super().__init__(node_name, **kwargs)
         self.config = config
         names = config.action_names
         self.scene = Scene(list(config.cameras.names), image_size, image_size)
-        self.follower = TrajectoryFollower(names, config.lower, config.upper, HOME[: len(names)])
+        self.follower = TrajectoryFollower(
+            names, config.lower, config.upper, HOME[: len(names)], lag, max_tracking_error if lag > 0 else np.inf
+        )
+        self.on_receipt = config.control.controller_start == "receipt"
         self.scene.place(random_placement(seed))
         self.episode_timeout = episode_timeout
         self.joint_pub = self.create_publisher(JointState, config.topics.joint_states, qos_profile_sensor_data)
@@ -64,8 +74,10 @@ class SimArmNode(Node):
         self.event_pub = self.create_publisher(EpisodeEvent, EVENTS_TOPIC, EVENT_QOS)
         self.create_subscription(JointTrajectory, config.topics.trajectory, self._on_trajectory, COMMAND_QOS)
         self.create_service(StartEpisode, START_SERVICE, self._on_start_episode)
+        self.create_subscription(Float64MultiArray, PUSH_TOPIC, self._on_push, 10)
         self.create_timer(1.0 / rate_hz, self._tick)
         self.trajectories = 0
+        self.pushes: list[float] = []  # ROS times the arm was pushed
         self.cameras_enabled = True  # False: stop publishing images (tests of the camera watchdog)
         self.joints_enabled = True  # False: stop publishing joint states (tests of that watchdog)
         self.last_joint_time = 0.0
@@ -86,12 +98,25 @@ class SimArmNode(Node):
             # Sent before the last reset teleported the arm home: following it would undo the reset.
             self.get_logger().debug("trajectory from before the episode start ignored")
             return
-        problem, effect, where = follow_trajectory(self.follower, msg, self.get_clock().now().nanoseconds * 1e-9)
+        now = self.get_clock().now().nanoseconds * 1e-9
+        problem, effect, where = follow_trajectory(self.follower, msg, now, self.on_receipt)
         if problem:
             self.get_logger().warning(f"trajectory rejected: {problem}")
         else:
             self.trajectories += 1
             self.arm_log.append((effect, where))  # where the arm is when this command takes effect
+
+    def _on_push(self, msg: Float64MultiArray) -> None:
+        """Displace the arm (a person, a collision); logged on both sides, like a reset."""
+        offset = np.zeros(len(self.follower.names))
+        values = np.asarray(msg.data, float)[: len(offset)]
+        offset[: len(values)] = np.nan_to_num(values)
+        now = self.get_clock().now().nanoseconds * 1e-9
+        self.arm_log.append((now, self.follower.position.copy()))
+        self.follower.push(offset, now, PUSH_SECONDS)
+        self.follower.step(now)
+        self.arm_log.append((now, self.follower.position.copy()))
+        self.pushes.append(now)
 
     def _on_start_episode(
         self, request: StartEpisode.Request, response: StartEpisode.Response
@@ -187,10 +212,11 @@ def main(args: list[str] | None = None) -> int:
     parser.add_argument("--arm-config", default="sim_arm")
     parser.add_argument("--seed", type=int, default=0, help="placement of the cubes before the first episode")
     parser.add_argument("--episode-timeout", type=float, default=8.0, help="seconds before an episode ends unscored")
+    parser.add_argument("--lag", type=float, default=0.0, help="the arm trails its controller (time constant, s)")
     known, ros_args = parser.parse_known_args(args)
     config = ArmConfig.named(known.arm_config)
     with rclpy.init(args=ros_args, signal_handler_options=SignalHandlerOptions.NO):
-        node = SimArmNode(config, seed=known.seed, episode_timeout=known.episode_timeout)
+        node = SimArmNode(config, seed=known.seed, episode_timeout=known.episode_timeout, lag=known.lag)
         spin_until_signal([node])
         node.destroy_node()
     return 0

@@ -1,5 +1,12 @@
-"""Joint-space trajectory following as joint_trajectory_controller does it, without dynamics: the
-simulated arm's controller and the fuzzer's stand-in arm. Pure numpy (no ROS, no MuJoCo)."""
+"""Joint-space trajectory following as joint_trajectory_controller does it: the simulated arm's
+controller and the fuzzer's stand-in arm. Pure numpy (no ROS, no MuJoCo).
+
+The controller's desired state is the cubic through the trajectory's points. By default the arm is
+exactly there (a kinematic arm). Like a real one, it can also lag (`lag`: a first-order follower
+with that time constant, at most `max_tracking_error` behind) and be pushed (`push`: held
+displaced for a while, as a hand or an obstacle would, then released and pulled back with time
+constant `recovery`). A lagging or released arm's controller starts each new trajectory from the
+measured state, as joint_trajectory_controller does in closed loop."""
 
 from __future__ import annotations
 
@@ -19,16 +26,60 @@ class _Segment:
     v1: np.ndarray
 
 
+PUSH_SECONDS = 0.5  # how long a simulated push holds the arm off before it lets go
+
+
 class TrajectoryFollower:
     """Joint-space trajectory tracking as joint_trajectory_controller does it (no dynamics)."""
 
-    def __init__(self, names: list[str], lower: list[float], upper: list[float], start: np.ndarray):
+    def __init__(
+        self,
+        names: list[str],
+        lower: list[float],
+        upper: list[float],
+        start: np.ndarray,
+        lag: float = 0.0,
+        max_tracking_error: float = np.inf,
+        recovery: float = 0.5,
+    ):
         self.names = list(names)
         self.lower, self.upper = np.asarray(lower, float), np.asarray(upper, float)
-        self.position = np.clip(np.asarray(start, float), self.lower, self.upper)
+        self.position = np.clip(np.asarray(start, float), self.lower, self.upper)  # measured
+        self.rest = self.position.copy()  # the desired state before any trajectory
         self.velocity = np.zeros_like(self.position)
         self.segments: list[_Segment] = []
         self.rejected = 0
+        self.lag, self.max_tracking_error, self.recovery = lag, max_tracking_error, recovery
+        self.tracking = np.zeros_like(self.position)  # measured - desired from lag, at the last step
+        self.displacement = np.zeros_like(self.position)  # from pushes, at the last step
+        self.stepped: float | None = None  # time of the last step
+        self.held = np.full_like(self.position, np.nan)  # where a push holds each joint (nan: free)
+        self.pushed_until = -np.inf
+
+    @property
+    def exact(self) -> bool:
+        """Whether the arm is exactly at the desired state (no lag, not displaced)."""
+        return self.lag <= 0 and not self.displacement.any() and bool(np.isnan(self.held).all())
+
+    def measured(self, now: float) -> tuple[np.ndarray, np.ndarray]:
+        """Where the arm really is at `now`: the desired state plus the offsets of the last step
+        (exact for a kinematic arm; between steps, a lagging arm's offset is held)."""
+        p, v = self.sample(now)
+        if self.exact:
+            return p, v
+        p = np.clip(p + self.tracking + self.displacement, self.lower, self.upper)
+        return (np.where(np.isnan(self.held), p, self.held) if now < self.pushed_until else p), v
+
+    def push(self, offset: np.ndarray, now: float, duration: float = 0.0) -> None:
+        """Move the joints by `offset` (a person, a collision) and hold them there for `duration`
+        seconds whatever is commanded; then let go: the controller pulls them back."""
+        offset = np.asarray(offset, float)
+        if duration <= 0:
+            self.displacement = self.displacement + offset
+            return
+        here = self.measured(now)[0]
+        self.held = np.where(offset != 0, np.clip(here + offset, self.lower, self.upper), self.held)
+        self.pushed_until = now + duration
 
     def command(self, names: list[str], points: list[tuple[float, np.ndarray, np.ndarray | None]], now: float) -> str:
         """Replace the active trajectory. points: (time_from_start, positions, velocities or None).
@@ -44,7 +95,10 @@ class TrajectoryFollower:
         if any(b <= a for a, b in itertools.pairwise(times)) or times[0] < 0:
             return "time_from_start not strictly increasing"
         segments, t_prev = [], now
-        p_prev, v_prev = self.sample(now)
+        # closed loop: a lagging or pushed arm's new trajectory starts where the arm is measured,
+        # and the controller stops pulling it toward the old one (a hand still holds it, though)
+        p_prev, v_prev = self.sample(now) if self.exact else self.measured(now)
+        self.tracking, self.displacement = np.zeros_like(p_prev), np.zeros_like(p_prev)
         for t, positions, velocities in points:
             p = p_prev.copy()
             v = np.zeros_like(p)
@@ -71,13 +125,36 @@ class TrajectoryFollower:
                 return np.clip(p, self.lower, self.upper), v
         if self.segments:
             return self.segments[-1].p1.copy(), np.zeros_like(self.position)
-        return self.position.copy(), np.zeros_like(self.position)
+        return self.rest.copy(), np.zeros_like(self.position)
 
     def step(self, now: float) -> None:
-        self.position, self.velocity = self.sample(now)
+        desired, velocity = self.sample(now)
+        elapsed = 0.0 if self.stepped is None else max(now - self.stepped, 0.0)
+        self.stepped = now
+        if self.lag > 0:  # first order: the error decays with the time constant, up to the cap
+            lagging = self.position - self.displacement
+            self.tracking = (lagging - desired) * np.exp(-elapsed / self.lag)
+            self.tracking = np.clip(self.tracking, -self.max_tracking_error, self.max_tracking_error)
+        if self.displacement.any():
+            self.displacement = self.displacement * np.exp(-elapsed / self.recovery)
+            self.displacement[np.abs(self.displacement) < 1e-6] = 0.0
+        held = ~np.isnan(self.held)
+        if held.any() and now >= self.pushed_until:  # let go: from where it was held, pulled back
+            self.displacement = np.where(held, self.held - desired - self.tracking, self.displacement)
+            self.held = np.full_like(self.held, np.nan)
+        previous = self.position
+        self.position = np.clip(desired + self.tracking + self.displacement, self.lower, self.upper)
+        if now < self.pushed_until:
+            self.position = np.where(held, self.held, self.position)
+        self.velocity = velocity if self.exact or elapsed <= 0 else (self.position - previous) / elapsed
 
     def reset(self, position: np.ndarray) -> None:
         """Drop the active trajectory and put the joints at `position` (a simulator reset)."""
         self.segments = []
         self.position = np.clip(np.asarray(position, float), self.lower, self.upper)
+        self.rest = self.position.copy()
         self.velocity = np.zeros_like(self.position)
+        self.tracking = np.zeros_like(self.position)
+        self.displacement = np.zeros_like(self.position)
+        self.held = np.full_like(self.position, np.nan)
+        self.pushed_until = -np.inf
