@@ -26,6 +26,7 @@ TORCH_FREE = [
     "evo1_bringup.check.audit",
     "evo1_bringup.check.fuzz",
     "evo1_bringup.check.eval_live",
+    "evo1_bringup.check.soak",
     "evo1_bringup.process",
     "evo1_bringup.launch_args",
     "evo1_policy.chunking",

@@ -97,6 +97,33 @@ class ArmLog:
         return None
 
 
+def _judge_first_point(
+    audit: Audit,
+    where: str,
+    point: np.ndarray,
+    origin: np.ndarray,
+    seconds: float,
+    vmax: np.ndarray,
+    tolerance: float,
+    names: Sequence[str],
+    start: float,
+    unknowable: Sequence[tuple[float, float]],
+) -> None:
+    """The first point at most max_velocity x its time (plus the stated tolerance) from the arm."""
+    jump = np.abs(point - origin)
+    ratio = float(np.max(jump / (vmax * seconds)))
+    audit.worst_ratio = max(audit.worst_ratio, ratio)
+    if np.all(jump <= vmax * seconds + tolerance + EPS):
+        return
+    j = int(np.argmax(jump - vmax * seconds - tolerance))  # the joint furthest beyond its allowance
+    pushed = [start - t0 for t0, _ in unknowable if t0 <= start]
+    context = f" ({min(pushed):.3f} s after a push)" if pushed and min(pushed) < 2.0 else ""
+    audit.violations.append(
+        f"{where}: first point moves {names[j]} {jump[j]:.4f} from where the arm is "
+        f"in {seconds * 1e3:.1f} ms: {ratio:.2f}x the velocity limit{context}"
+    )
+
+
 def audit_commands(
     messages: Sequence[tuple[float, JointTrajectory]],
     arm: Sequence[tuple[float, np.ndarray]],
@@ -145,17 +172,7 @@ def audit_commands(
         if any(t0 <= t <= t1 for t0, t1 in unknowable for t in moments):
             audit.unknowable += 1
             origin = points[0]  # the steps after the first are still the node's to keep
-        jump = np.abs(points[0] - origin)
-        ratio = float(np.max(jump / (vmax * times[0])))
-        audit.worst_ratio = max(audit.worst_ratio, ratio)
-        if not np.all(jump <= vmax * times[0] + tolerance + EPS):
-            j = int(np.argmax(jump - vmax * times[0] - tolerance))  # the joint furthest beyond its allowance
-            pushed = [start - t0 for t0, _ in unknowable if t0 <= start]
-            context = f" ({min(pushed):.3f} s after a push)" if pushed and min(pushed) < 2.0 else ""
-            audit.violations.append(
-                f"{where}: first point moves {names[j]} {jump[j]:.4f} from where the arm is "
-                f"in {times[0] * 1e3:.1f} ms: {ratio:.2f}x the velocity limit{context}"
-            )
+        _judge_first_point(audit, where, points[0], origin, times[0], vmax, tolerance, names, start, unknowable)
         path = np.vstack([origin, points])
         steps = np.abs(np.diff(path, axis=0))[1:]
         limits = vmax * np.diff(times)[:, None] + EPS

@@ -364,56 +364,25 @@ def fuzz_node(
     (stamp, receipt; default the config's) says when the stand-in arm starts a trajectory; `lag`
     (s) makes it trail its controller (first order, at most LAG_ERROR behind); `pushes` shoves it."""
     isolate_domain()
-    model: dict[str, Any] = {"model.checkpoint": checkpoint, "model.preset": "" if checkpoint else "evo1-tiny"}
-    if not checkpoint:
-        model["control.execute_steps"] = 8  # of the tiny preset's 16-step chunks
-    if controller:
-        model["control.controller_start"] = controller
     with tempfile.TemporaryDirectory() as tmp:
-        arm_yaml = config_copy(arm_config, Path(tmp), **model)
+        arm_yaml = config_copy(arm_config, Path(tmp), **_overrides(checkpoint, controller))
         config = ArmConfig.from_yaml(arm_yaml)
-        # How far a lagging arm may be from where the node can know it is: the tracking tolerance
-        # the node holds on (a closed-loop controller restarts from the trailing arm each message).
-        tolerance = config.safety.tracking_tolerance if lag > 0 else 0.0
+        # How far a lagging or hand-held arm may be from where the node can know it is: the
+        # tracking tolerance the node holds on (within it, the node plans from its trajectory).
+        tolerance = config.safety.tracking_tolerance if lag > 0 or pushes else 0.0
         log = Path(tmp) / "node.log"
         process = start_policy_node(arm_yaml, output=log)
-        freezes: list[float] = []  # seconds of each SIGSTOP, in order
         try:
             with rclpy.init():
-                arm = StandInArm(config, lag, LAG_ERROR)
-                fuzzer = Fuzzer(config, arm, seed)
-                # The arm runs in a thread of its own, as a driver does: the fuzzer's volleys and
-                # bursts must not stall it (a receipt controller would take that as delivery delay).
-                arm_executor = SingleThreadedExecutor()
-                arm_executor.add_node(arm)
-                arm_thread = threading.Thread(target=arm_executor.spin, daemon=True)
-                arm_thread.start()
-                executor = SingleThreadedExecutor()
-                executor.add_node(fuzzer)
-                _wait_until_commanding(fuzzer, executor, process, log)
-                freezes = _fuzz_rounds(fuzzer, executor, process, duration, pushes)
-                _spin(executor, 1.5)  # let the last statuses arrive
-                arm_executor.shutdown()
-                arm_thread.join(timeout=5)
-                alive = process.poll() is None
-                executor.shutdown()
-                statuses = fuzzer.statuses
-                sent, expected, refused = dict(fuzzer.sent), fuzzer.expected, dict(arm.refused)
-                unknowable = [(t, t + config.safety.joint_state_timeout) for t, _ in arm.pushes]
-                audit, gripper = _audits(config, arm, tolerance, unknowable)
-                arm.destroy_node()
-                fuzzer.destroy_node()
+                run = _fuzz_session(config, process, log, seed, duration, lag, pushes, tolerance)
         finally:
-            if process.poll() is None:
-                process.send_signal(signal.SIGCONT)
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+            _stop_node(process)
         node_log = log.read_text()
+    statuses, audit, gripper = run["statuses"], run["audit"], run["gripper"]
     causes = dict(zip(statuses[-1].reject_causes, statuses[-1].reject_details, strict=True))
-    problems = _problems(audit, gripper, process.returncode, alive, node_log, expected, causes, statuses, refused)
+    problems = _problems(
+        audit, gripper, process.returncode, run["alive"], node_log, run["expected"], causes, statuses, run["refused"]
+    )
     return {
         "arm_config": arm_config,
         "checkpoint": checkpoint or "evo1-tiny (untrained)",
@@ -422,11 +391,11 @@ def fuzz_node(
         "controller_start": config.control.controller_start,
         "lag_s": lag,
         "tracking_tolerance": tolerance,
-        "pushes": len(unknowable),
+        "pushes": run["pushes"],
         "off_trajectory_holds": _entered(OFF_TRAJECTORY, [s.reason for s in statuses]),
         "unjudged_after_push": audit.unknowable,
-        "inputs_sent": sent,
-        "freezes_s": freezes,
+        "inputs_sent": run["sent"],
+        "freezes_s": run["freezes"],
         "trajectories": audit.messages,
         "points": audit.points,
         "violations": len(audit.violations),
@@ -434,11 +403,64 @@ def fuzz_node(
         "gripper_commands": gripper.messages,
         "gripper_violations": len(gripper.violations),
         "worst_gripper_step_of_velocity_limit": round(gripper.worst_ratio, 4),
-        "node_alive": alive,
+        "node_alive": run["alive"],
         "reject_causes": causes,
         "reasons": dict(Counter(s.reason for s in statuses)),
         "problems": problems,
     }
+
+
+def _overrides(checkpoint: str, controller: str) -> dict[str, Any]:
+    """The node's parameters for a run: the checkpoint (or the untrained tiny preset) and, when
+    given, the controller kind."""
+    model: dict[str, Any] = {"model.checkpoint": checkpoint, "model.preset": "" if checkpoint else "evo1-tiny"}
+    if not checkpoint:
+        model["control.execute_steps"] = 8  # of the tiny preset's 16-step chunks
+    if controller:
+        model["control.controller_start"] = controller
+    return model
+
+
+def _stop_node(process: Any) -> None:
+    """SIGTERM (after SIGCONT, in case a freeze was under way); kill after 10 s."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGCONT)
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _fuzz_session(
+    config: ArmConfig, process: Any, log: Path, seed: int, duration: float, lag: float, pushes: bool, tolerance: float
+) -> dict[str, Any]:
+    """The stand-in arm and the fuzzer against the running node: wait until it commands, run the
+    rounds, audit. What the run found, as a dict (the figures fuzz_node reports)."""
+    arm = StandInArm(config, lag, LAG_ERROR)
+    fuzzer = Fuzzer(config, arm, seed)
+    # The arm runs in a thread of its own, as a driver does: the fuzzer's volleys and bursts
+    # must not stall it (a receipt controller would take that as delivery delay).
+    arm_executor = SingleThreadedExecutor()
+    arm_executor.add_node(arm)
+    arm_thread = threading.Thread(target=arm_executor.spin, daemon=True)
+    arm_thread.start()
+    executor = SingleThreadedExecutor()
+    executor.add_node(fuzzer)
+    _wait_until_commanding(fuzzer, executor, process, log)
+    freezes = _fuzz_rounds(fuzzer, executor, process, duration, pushes)
+    _spin(executor, 1.5)  # let the last statuses arrive
+    arm_executor.shutdown()
+    arm_thread.join(timeout=5)
+    alive = process.poll() is None
+    executor.shutdown()
+    unknowable = [(t, t + config.safety.joint_state_timeout) for t, _ in arm.pushes]
+    audit, gripper = _audits(config, arm, tolerance, unknowable)
+    run = {"statuses": fuzzer.statuses, "sent": dict(fuzzer.sent), "expected": fuzzer.expected, "alive": alive}
+    run.update(refused=dict(arm.refused), freezes=freezes, pushes=len(unknowable), audit=audit, gripper=gripper)
+    arm.destroy_node()
+    fuzzer.destroy_node()
+    return run
 
 
 def _entered(reason: str, reasons: list[str]) -> int:

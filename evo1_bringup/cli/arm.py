@@ -1,5 +1,5 @@
 """`evo1` on an arm: bring the policy node up (bringup), tell it what to do (instruct), and check
-it on your arm config over DDS (bench-node, fuzz-node)."""
+it on your arm config over DDS (bench-node, fuzz-node), and for an hour on the MuJoCo arm (soak)."""
 
 from __future__ import annotations
 
@@ -100,6 +100,20 @@ def run_fuzz_node(args: argparse.Namespace) -> int:
     return 0 if not result["problems"] else 1
 
 
+def _soak_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", default="sim_touch", help="a folder or a shipped policy's name")
+    p.add_argument("--duration", type=float, default=3600.0, help="seconds of episodes back to back")
+    p.add_argument("--window", type=float, default=300.0, help="seconds per row of figures")
+    p.add_argument("--out", default="runs/soak", help="folder for soak.json and the processes' logs")
+
+
+def run_soak(args: argparse.Namespace) -> int:
+    from ..check.soak import soak
+
+    result = soak(args.checkpoint, args.duration, args.window, args.out)
+    return 0 if result["node_alive_at_end"] else 1
+
+
 COMMANDS = (
     Command("bringup", "start the policy node (and simulated arm) like arm.launch.py", _bringup_arguments, run_bringup),
     Command("instruct", "send an instruction to a running policy node", _instruct_arguments, run_instruct),
@@ -114,5 +128,11 @@ COMMANDS = (
         "bad inputs and process freezes against a policy node on your arm config; audits every command",
         _fuzz_node_arguments,
         run_fuzz_node,
+    ),
+    Command(
+        "soak",
+        "the shipped policy on the MuJoCo arm for an hour: memory, latency and control period per window",
+        _soak_arguments,
+        run_soak,
     ),
 )

@@ -105,6 +105,7 @@ def _convert_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset-key", help="dataset entry of a multi-dataset norm_stats.json (kept as the only one)")
     p.add_argument("--allow-partial", action="store_true", help="accept missing/unexpected weights (reported)")
     p.add_argument("--bf16", action="store_true", help="store the weights in bfloat16 (half the size)")
+    p.add_argument("--recipe", default="", help="the script that rebuilds this model, kept in its metadata")
     p.add_argument(
         "--bundled-tokenizer",
         action="store_true",
@@ -128,7 +129,7 @@ def run_convert(args: argparse.Namespace) -> int:
     )
     print(report.summary())
     dtype = torch.bfloat16 if args.bf16 else None
-    metadata = {"converted_from": str(args.source)}
+    metadata = {"converted_from": str(args.source), **({"recipe": args.recipe} if args.recipe else {})}
     save_checkpoint(args.destination, model, normalizer, tokenizer, metadata, dtype, not args.bundled_tokenizer)
     files = "config.json, model.safetensors, norm_stats.json" + ("" if args.bundled_tokenizer else ", tokenizer.json")
     print(f"wrote {args.destination} ({files})")

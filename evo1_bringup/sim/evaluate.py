@@ -37,7 +37,7 @@ def _spawn(module: str, args: list[str], log: Path) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-m", module, *args], stdout=handle, stderr=subprocess.STDOUT, env=env)
 
 
-def _stop(processes: list[subprocess.Popen]) -> None:
+def stop_processes(processes: list[subprocess.Popen]) -> None:
     for process in processes:
         if process.poll() is None:
             process.terminate()
@@ -73,7 +73,9 @@ def _episode_budget(episodes: int, episode_timeout: float) -> float:
     return 60.0 + episodes * (episode_timeout + 6.0)
 
 
-def _simulator(arm_yaml: Path, seed: int, episode_timeout: float, out_dir: Path) -> tuple[str, subprocess.Popen, Path]:
+def simulator_process(
+    arm_yaml: Path, seed: int, episode_timeout: float, out_dir: Path
+) -> tuple[str, subprocess.Popen, Path]:
     log = out_dir / "sim.log"
     args = ["--arm-config", str(arm_yaml), "--seed", str(seed), "--episode-timeout", str(episode_timeout)]
     return "simulator", _spawn("evo1_bringup.sim.arm", args, log), log
@@ -91,7 +93,7 @@ def _run(
             finally:
                 runner.destroy_node()
     finally:
-        _stop([process for _, process, _ in processes])
+        stop_processes([process for _, process, _ in processes])
     return runner
 
 
@@ -116,7 +118,7 @@ def sim_eval(
     policy_log = out_dir / "policy.log"
     overrides = policy_overrides(checkpoint, device, "false", compile)
     processes = [
-        _simulator(arm_yaml, seed_start, episode_timeout, out_dir),
+        simulator_process(arm_yaml, seed_start, episode_timeout, out_dir),
         ("policy node", start_policy_node(arm_yaml, overrides, policy_log), policy_log),
     ]
     label = "wrong instruction: " if wrong_instruction else ""
@@ -155,7 +157,7 @@ def sim_record(
     isolate_domain()
     runner = _run(
         lambda: EpisodeRunner(config, seeds, "expert", record_dir=out_dir, targets=targets),
-        [_simulator(arm_yaml, seed_start, episode_timeout, out_dir)],
+        [simulator_process(arm_yaml, seed_start, episode_timeout, out_dir)],
         _episode_budget(len(seeds), episode_timeout),
     )
     summary = summarize(runner.outcomes)
