@@ -25,6 +25,8 @@ GRIPPER_OUTPUTS = ("trajectory", "topic")
 # When the arm's controller starts a trajectory: at its header stamp (joint_trajectory_controller)
 # or when it arrives (drivers that ignore the stamp; the node then sends a zero stamp).
 CONTROLLER_STARTS = ("stamp", "receipt")
+# What the operator's commands are that `evo1 record` stores as the demonstrated actions.
+RECORD_COMMAND_TYPES = ("trajectory", "joint_state")
 
 
 def _p(
@@ -148,6 +150,21 @@ class SafetyParams:
 
 
 @dataclass
+class RecordParams:
+    command_topic: str = _p(
+        "",
+        "The operator's commands that `evo1 record` stores as the actions: empty = topics.trajectory "
+        "(a teleop driving the arm's controller); a leader arm's JointState topic (e.g. leader/joint_states)",
+    )
+    command_type: str = _p(
+        "trajectory",
+        "Type of record.command_topic: trajectory (trajectory_msgs/JointTrajectory) or joint_state "
+        "(sensor_msgs/JointState, a position command per message)",
+        choices=RECORD_COMMAND_TYPES,
+    )
+
+
+@dataclass
 class ArmConfig:
     model: ModelParams = field(default_factory=ModelParams)
     joints: JointParams = field(default_factory=JointParams)
@@ -156,6 +173,7 @@ class ArmConfig:
     topics: TopicParams = field(default_factory=TopicParams)
     control: ControlParams = field(default_factory=ControlParams)
     safety: SafetyParams = field(default_factory=SafetyParams)
+    record: RecordParams = field(default_factory=RecordParams)
     status_rate_hz: float = _p(1.0, "PolicyStatus heartbeat rate", 0.1, 100.0)
     autostart: bool = _p(True, "Configure and activate on start (otherwise wait for lifecycle transitions)")
 
@@ -181,6 +199,11 @@ class ArmConfig:
     def gripper_dims(self) -> list[int]:
         """Model dims that are a gripper (scored apart: open/close, not a joint angle)."""
         return [len(self.joints.names)] if self.gripper.name else []
+
+    @property
+    def command_topic(self) -> str:
+        """Where the demonstrated actions are recorded from (`evo1 record`, bag2dataset, train)."""
+        return self.record.command_topic or self.topics.trajectory
 
     @property
     def trajectory_names(self) -> list[str]:
@@ -223,7 +246,11 @@ class ArmConfig:
             problems.append(
                 f"control.controller_start {ctl.controller_start!r} unknown; choose one of {CONTROLLER_STARTS}"
             )
-        for section in (self.model, j, g, c, self.topics, ctl, self.safety, self):
+        if self.record.command_type not in RECORD_COMMAND_TYPES:
+            problems.append(
+                f"record.command_type {self.record.command_type!r} unknown; choose one of {RECORD_COMMAND_TYPES}"
+            )
+        for section in (self.model, j, g, c, self.topics, ctl, self.safety, self.record, self):
             for f in dataclasses.fields(section):
                 low, high = f.metadata.get("range", (None, None))
                 value = getattr(section, f.name)

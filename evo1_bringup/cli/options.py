@@ -78,8 +78,8 @@ def action_source(parser: argparse.ArgumentParser) -> None:
         "--action-source",
         default="command",
         choices=["command", "next-state"],
-        help="the actions of a bag: the commands on the arm config's trajectory topic, or the next joint "
-        "state (demonstrations recorded without a command topic)",
+        help="the actions of a bag: the commands on the arm config's command topic (record.command_topic, "
+        "else the trajectory topic), or the next joint state (demonstrations recorded without commands)",
     )
 
 

@@ -8,6 +8,9 @@ policy node (another node, maybe another process) or the scripted expert, which 
 itself and which then publishes JointTrajectory on the arm's command topic exactly as the policy
 node does. With `record_dir`, each episode is written as a ROS 2 bag (mcap) of the topics a user
 would record on a real arm; with `video_dir`, the first episodes' camera frames become mp4 files.
+With `recorder`, the runner drives a running `evo1 record` through its services as an operator's
+pedal would (start at the episode's start with its task, mark success or failure, stop at its end):
+the scripted operator whose demonstrations `evo1 record` records through DDS.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory
 
 from evo1_msgs.msg import EpisodeEvent
-from evo1_msgs.srv import Reset, StartEpisode
+from evo1_msgs.srv import RecordControl, Reset, StartEpisode
 from evo1_policy.images import decode_image_msg
 from evo1_policy.joints import JointStateError, joint_positions
 
@@ -76,6 +79,7 @@ class EpisodeRunner(Node):
         policy_node: str = NODE_NAME,
         node_name: str = "evo1_sim_episodes",
         targets: list[str] | None = None,
+        recorder: str = "",
     ):
         super().__init__(node_name)
         if driver not in ("policy", "expert"):
@@ -93,6 +97,11 @@ class EpisodeRunner(Node):
         self.trajectory_pub = self.create_publisher(JointTrajectory, config.topics.trajectory, COMMAND_QOS)
         self.start_client = self.create_client(StartEpisode, START_SERVICE)
         self.reset_client = self.create_client(Reset, f"{policy_node}/reset")
+        self.recorder_clients = {
+            control: self.create_client(RecordControl, f"{recorder}/{control}")
+            for control in ("start_episode", "stop_episode", "mark_success", "mark_failure")
+            if recorder
+        }
         self.create_subscription(EpisodeEvent, EVENTS_TOPIC, self._on_event, EVENT_QOS)
         self.create_subscription(JointState, config.topics.joint_states, self._on_joint_state, qos_profile_sensor_data)
         for name, topic in zip(config.cameras.names, config.cameras.topics, strict=True):
@@ -127,6 +136,8 @@ class EpisodeRunner(Node):
                 self.reset_client.call_async(Reset.Request())
             if not self.start_client.service_is_ready():
                 return  # nor the simulator
+            if not all(client.service_is_ready() for client in self.recorder_clients.values()):
+                return  # nor the recorder
             self.state, self.next_action_at = "settling", now + SETTLE
         elif self.state == "settling" and now >= self.next_action_at:
             index = len(self.outcomes)
@@ -173,6 +184,7 @@ class EpisodeRunner(Node):
             self.expert_placement = Placement(cubes, instructed)
             self.expert, self.plan, self.last_command = None, [], None
         self.state = "running"
+        self._tell_recorder("start_episode", instruction, event.header.stamp)
         message = String(data=instruction)
         self.instruction_pub.publish(message)
         self._record("instruction", message, stamp)
@@ -194,6 +206,8 @@ class EpisodeRunner(Node):
             nearest_distance=round(min(_surface_distance(event, name) for name in event.object_names), 4),
         )
         self.outcomes.append(outcome)
+        self._tell_recorder("mark_success" if outcome.success else "mark_failure")
+        self._tell_recorder("stop_episode")
         if self.driver == "policy" and self.reset_client.service_is_ready():
             self.reset_client.call_async(Reset.Request())  # hold until the next episode
         self.expert = None
@@ -204,6 +218,15 @@ class EpisodeRunner(Node):
             self._save_video(outcome)
         print(format_outcome(outcome, len(self.seeds)), flush=True)
         self.state, self.next_action_at = "idle", time.monotonic()
+
+    def _tell_recorder(self, control: str, task: str = "", start: Any = None) -> None:
+        """A control to `evo1 record`; a start from the episode's own start stamp (the recorder keeps
+        its pre-roll), so that a request's way through DDS costs the recording nothing."""
+        if control in self.recorder_clients:
+            request = RecordControl.Request(task=task)
+            if start is not None:
+                request.start = start
+            self.recorder_clients[control].call_async(request)
 
     # ------------------------------------------------------------------ the expert driver
     def _expert_step(self) -> None:
@@ -358,11 +381,15 @@ def main(args: list[str] | None = None) -> int:
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument("--seed-start", type=int, default=EVAL_SEED_START)
     parser.add_argument("--wrong-instruction", action="store_true")
+    parser.add_argument("--driver", default="policy", choices=["policy", "expert"], help="who moves the arm")
+    parser.add_argument("--recorder", default="", help="drive this `evo1 record` node's services (e.g. evo1_recorder)")
     known, ros_args = parser.parse_known_args(args)
     config = ArmConfig.named(known.arm_config)
     seeds = list(range(known.seed_start, known.seed_start + known.episodes))
     with rclpy.init(args=ros_args, signal_handler_options=SignalHandlerOptions.NO):
-        runner = EpisodeRunner(config, seeds, "policy", known.wrong_instruction)
+        runner = EpisodeRunner(
+            config, seeds, known.driver, known.wrong_instruction, recorder=known.recorder.rstrip("/")
+        )
         spin_until_signal([runner], until=lambda: runner.done)
         print(format_summary(summarize(runner.outcomes)), flush=True)
         runner.destroy_node()

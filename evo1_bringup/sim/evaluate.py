@@ -25,6 +25,8 @@ from ..arm_config import ArmConfig
 from ..launch_args import policy_overrides
 from ..paths import config_path
 from ..process import start_policy_node
+from ..record.episode_bag import saved_episodes
+from ..record.recorder import RECORDER_NODE
 from ..ros_io import isolate_domain
 from .episodes import EpisodeRunner, format_summary, summarize
 from .scene import CUBE_COLORS
@@ -48,16 +50,23 @@ def stop_processes(processes: list[subprocess.Popen]) -> None:
             process.kill()
 
 
-def run_episodes(runner: EpisodeRunner, processes: list[tuple[str, subprocess.Popen, Path]], timeout: float) -> None:
-    """Spin the runner until every episode ended; stop early if a process died or time ran out."""
+def run_episodes(
+    runner: EpisodeRunner,
+    processes: list[tuple[str, subprocess.Popen, Path]],
+    timeout: float,
+    until: Callable[[], bool] | None = None,
+) -> None:
+    """Spin the runner until every episode ended (and `until()`, if given); stop early if a
+    process died or time ran out."""
     executor = SingleThreadedExecutor()
     executor.add_node(runner)
     deadline = time.monotonic() + timeout
+    finished = until or (lambda: runner.done)
     try:
-        while not runner.done:
+        while not (runner.done and finished()):
             executor.spin_once(timeout_sec=0.05)
             for name, process, log in processes:
-                if process.poll() is not None:
+                if process.poll() is not None and not (until and finished()):
                     tail = log.read_text()[-2000:]
                     raise RuntimeError(f"the {name} process exited with {process.returncode}; its log ends:\n{tail}")
             if time.monotonic() > deadline:
@@ -81,15 +90,26 @@ def simulator_process(
     return "simulator", _spawn("evo1_bringup.sim.arm", args, log), log
 
 
+def recorder_process(arm_yaml: Path, out_dir: Path, episodes: int) -> tuple[str, subprocess.Popen, Path]:
+    """`evo1 record` waiting for its services: each episode from ~/start_episode to ~/stop_episode."""
+    log = out_dir / "record.log"
+    args = ["record", "--arm-config", str(arm_yaml), "--out", str(out_dir), "--episodes", str(episodes)]
+    args += ["--task", "set by each ~/start_episode", "--episode-time", "0", "--wait-for-start", "--no-keys"]
+    return "recorder", _spawn("evo1_bringup.cli", args, log), log
+
+
 def _run(
-    make_runner: Callable[[], EpisodeRunner], processes: list[tuple[str, subprocess.Popen, Path]], timeout: float
+    make_runner: Callable[[], EpisodeRunner],
+    processes: list[tuple[str, subprocess.Popen, Path]],
+    timeout: float,
+    until: Callable[[], bool] | None = None,
 ) -> EpisodeRunner:
     """Run the episodes in a fresh rclpy context, then stop the processes whatever happened."""
     try:
         with rclpy.init():
             runner = make_runner()
             try:
-                run_episodes(runner, processes, timeout)
+                run_episodes(runner, processes, timeout, until)
             finally:
                 runner.destroy_node()
     finally:
@@ -142,9 +162,15 @@ def sim_record(
     arm_config: str = "sim_arm",
     episode_timeout: float = 8.0,
     every_target: bool = False,
+    through_recorder: bool = False,
+    direct_copy: str = "",
 ) -> list[Path]:
     """One bag per episode. every_target: each placement once per cube, so the picture alone
-    cannot tell which cube is wanted and only the instruction can (`episodes` placements)."""
+    cannot tell which cube is wanted and only the instruction can (`episodes` placements).
+    through_recorder: the bags are written by `evo1 record` (a process of its own, driven through
+    its services as an operator's pedal would), not by the runner: the recording path of a real arm.
+    direct_copy (with through_recorder): the runner also writes its own bags of the same episodes
+    there, so that `evo1 compare-bags` sees the two recording paths of one run."""
     arm_yaml = config_path(arm_config)
     config = ArmConfig.from_yaml(arm_yaml)
     out_dir = Path(out)
@@ -155,11 +181,29 @@ def sim_record(
         seeds = [seed for seed in seeds for _ in CUBE_COLORS]
         targets = list(CUBE_COLORS) * episodes
     isolate_domain()
+    processes = [simulator_process(arm_yaml, seed_start, episode_timeout, out_dir)]
+    until, recorder = None, ""
+    if through_recorder:
+        processes.append(recorder_process(arm_yaml, out_dir, len(seeds)))
+        recorder_exited = processes[-1][1]
+        until, recorder = (lambda: recorder_exited.poll() is not None), RECORDER_NODE
     runner = _run(
-        lambda: EpisodeRunner(config, seeds, "expert", record_dir=out_dir, targets=targets),
-        [simulator_process(arm_yaml, seed_start, episode_timeout, out_dir)],
+        lambda: EpisodeRunner(
+            config,
+            seeds,
+            "expert",
+            record_dir=(Path(direct_copy) if direct_copy else None) if through_recorder else out_dir,
+            targets=targets,
+            recorder=recorder,
+        ),
+        processes,
         _episode_budget(len(seeds), episode_timeout),
+        until,
     )
+    if through_recorder:
+        runner.bags = saved_episodes(out_dir)
+        if processes[-1][1].returncode != 0:
+            raise RuntimeError(f"evo1 record exited with {processes[-1][1].returncode}: see {processes[-1][2]}")
     summary = summarize(runner.outcomes)
     print(format_summary(summary, "expert: "))
     failed = [o.seed for o in runner.outcomes if not o.success]

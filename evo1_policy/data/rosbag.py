@@ -48,8 +48,8 @@ class BagSpec:
     @classmethod
     def from_arm_config(cls, config: Any, image_size: int | None = None, action_source: str = "command") -> BagSpec:
         """The topics of an arm config (the node's). action_source "command": the recorded commands
-        on its trajectory topic are the actions (a teleoperated or scripted arm driven through
-        ROS); "next-state": the next joint state is the action (demonstrations without a command
+        on its command topic (record.command_topic, else the trajectory topic) are the actions (a
+        teleoperated, leader-follower or scripted arm driven through ROS); "next-state": the next joint state is the action (demonstrations without a command
         topic, e.g. kinesthetic teaching or a leader arm outside ROS)."""
         if action_source not in ACTION_SOURCES:
             raise ValueError(f"action source {action_source!r} unknown; choose one of {ACTION_SOURCES}")
@@ -58,7 +58,7 @@ class BagSpec:
             camera_topics=list(config.cameras.topics),
             joint_names=config.action_names,
             joint_states_topic=config.topics.joint_states,
-            command_topic=config.topics.trajectory if action_source == "command" else "",
+            command_topic=config.command_topic if action_source == "command" else "",
             instruction_topic=config.topics.instruction,
             rate_hz=config.control.rate_hz,
             image_size=image_size,
