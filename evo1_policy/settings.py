@@ -94,7 +94,7 @@ def coerce(value: Any, default: Any, name: str, strict: bool = False) -> Any:
                 raise TypeError
             return int(float(value)) if not strict else int(value)
         if isinstance(default, str):
-            return str(value)
+            return "" if value is None else str(value)  # `key=` (YAML's null) clears a text field
         if isinstance(default, Mapping):
             if not isinstance(value, Mapping):
                 raise TypeError

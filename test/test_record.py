@@ -291,3 +291,70 @@ def test_recorded_operator_matches_the_simulators_own_recording(tmp_path, ros_en
     assert result["largest"]["action_max_diff_within_one_step"] < 1e-6
     assert result["largest"]["state_max_diff_within_one_step"] < 0.05
     assert result["largest"]["frame_max_mean_abs_diff_within_one_step"] < 2.0
+
+
+def test_takeovers_hand_the_arm_to_the_operator_and_back_and_are_marked(
+    tmp_path, ros_env, ros_context, nodes_in
+) -> None:
+    """t / ~/takeover puts the running policy node into dry run; the operator's commands on the
+    trajectory topic move the arm; ~/release gives it back. The span is in the episode's metadata,
+    read_bag marks its steps, and training can take those steps alone or weighted."""
+    from rclpy.parameter_client import AsyncParameterClient
+    from ros_harness import start_node, stop_node
+
+    from evo1_bringup.ros_io import COMMAND_QOS, trajectory_message
+    from evo1_policy.training.trainer import Windows
+
+    arm = nodes_in(SimArmNode, CONFIG, node_name="test_record_takeover_arm")
+    operator = nodes_in(Operator)
+    for control in ("takeover", "release"):
+        operator.controls[control] = operator.create_client(RecordControl, f"/evo1_recorder/{control}")
+    teleop = operator.create_publisher(JointTrajectory, CONFIG.topics.trajectory, COMMAND_QOS)
+    nodes = [arm, operator]
+    policy = start_node(ros_env, model__preset="evo1-tiny")
+    out = tmp_path / "demos"
+    recorder = start_record(ros_env, out, "--wait-for-start", "--episode-time", "0", "--episodes", "1", "--takeovers")
+    try:
+        policy_params = AsyncParameterClient(operator, "evo1_policy_node")
+        ready = lambda: all(c.service_is_ready() for c in operator.controls.values())  # noqa: E731
+        assert spin_for(ros_context, nodes, 90.0, ready), "the recorder's services never came up"
+        assert spin_for(ros_context, nodes, 90.0, policy_params.services_are_ready), "no policy node"
+        refused = call(ros_context, nodes, operator, "release")
+        assert not refused.success and "the policy has the arm already" in refused.message
+        assert call(ros_context, nodes, operator, "start_episode").success
+        spin_for(ros_context, nodes, 0.5)
+        assert call(ros_context, nodes, operator, "takeover").success
+        took = lambda: any(e.event == "takeover" for e in operator.events)  # noqa: E731
+        assert spin_for(ros_context, nodes, 20.0, took), "the policy node never confirmed dry run"
+        home = arm.follower.position.copy()
+        for i in range(20):  # the operator drives joint1 away, 0.05 rad per step from where it is
+            target = home.copy()
+            target[0] += 0.05 * (i + 1)
+            msg = trajectory_message(CONFIG.trajectory_names, target[None], target, np.array([0.05]))
+            msg.header.stamp = operator.get_clock().now().to_msg()
+            teleop.publish(msg)
+            spin_for(ros_context, nodes, 0.05)
+        assert arm.follower.position[0] > home[0] + 0.3, "the operator's commands moved the arm"
+        assert call(ros_context, nodes, operator, "release").success
+        released = lambda: any(e.event == "release" for e in operator.events)  # noqa: E731
+        assert spin_for(ros_context, nodes, 20.0, released), "the policy node never left dry run"
+        spin_for(ros_context, nodes, 0.6)
+        assert call(ros_context, nodes, operator, "stop_episode").success
+        spin_for(ros_context, nodes, 30.0, lambda: recorder.poll() is not None)
+    finally:
+        if recorder.poll() is None:
+            recorder.kill()
+        stop_node(policy)
+    assert recorder.wait(timeout=10) == 0, recorder.stdout.read()
+    bag = saved_episodes(out)[0]
+    meta = read_metadata(bag)
+    spans = json.loads(meta["takeovers"])
+    start, end = (int(meta[k].replace(".", "")) for k in ("start", "end"))
+    assert len(spans) == 1 and start <= spans[0][0] < spans[0][1] <= end
+    assert 0.9e9 < spans[0][1] - spans[0][0] < 10e9, "about the second the operator drove"
+    episode = read_bag(bag, BagSpec.from_arm_config(CONFIG, image_size=32))
+    taken = int(episode.takeover.sum())
+    assert 10 <= taken < episode.length, "the operator's steps are marked, the policy's after the release are not"
+    assert len(Windows([episode], 4, "only").index) == taken
+    assert len(Windows([episode], 4, "weight", 3.0).index) == episode.length + 2 * taken
+    assert len(Windows([episode], 4).index) == episode.length

@@ -17,6 +17,8 @@ def test_the_three_configs_share_keys_types_and_errors(tmp_path: Path) -> None:
     config = TrainConfig.load(yaml_file, ["train.batch_size=4", "train.augment=false", "model.preset=evo1-tiny"])
     assert config.train.lr == 1e-3 and config.train.stages == [2] and config.train.batch_size == 4
     assert config.train.augment is False and config.data.instructions == {"a.mcap": "touch the red cube"}
+    cleared = TrainConfig.load(None, ["model.internvl_hf=runs/vlm", "model.internvl_hf="])
+    assert cleared.model.internvl_hf == "", "`key=` clears a text field (docs/sim.md uses it), not 'None'"
     with pytest.raises(ValueError, match=r"unknown training config key 'train\.lrr'"):
         TrainConfig.load(None, ["train.lrr=1"])
     with pytest.raises(ValueError, match=r"training config key train\.batch_size: 'many' is not a int"):

@@ -86,6 +86,10 @@ def _record_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--no-keys", action="store_true", help="no terminal keys (services only)")
     p.add_argument("--node-name", default="evo1_recorder", help="the recorder node's name (its services' prefix)")
+    p.add_argument(
+        "--takeovers", action="store_true", help="t / ~/takeover: the operator takes the arm from a running policy"
+    )
+    p.add_argument("--policy-node", default="evo1_policy_node", help="with --takeovers: the policy node's name")
     action_source(p)
 
 
@@ -112,6 +116,8 @@ def run_record(args: argparse.Namespace) -> int:
         pre_roll=args.pre_roll,
         keys=not args.no_keys,
         action_source=args.action_source,
+        takeovers=args.takeovers,
+        policy_node=args.policy_node,
         arm_config=str(config_path(args.arm_config)),
     )
     try:

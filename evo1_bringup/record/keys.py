@@ -18,8 +18,11 @@ KEYS = {
     "s": "mark_success",
     "f": "mark_failure",
     "q": "finish",  # keep the episode that is recording (if any) and stop
+    "t": "toggle_takeover",  # with --takeovers: the operator takes the arm from the policy, or gives it back
 }
-HELP = "keys: n/space next | r re-record | s success | f failure | q finish | Ctrl-C stop (drops the running episode)"
+HELP = (
+    "keys: n/space next | r re-record | s success | f failure | t takeover | q finish | Ctrl-C stop (drops the episode)"
+)
 
 
 class KeyReader:

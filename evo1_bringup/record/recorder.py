@@ -31,7 +31,16 @@ from ..ros_io import COMMAND_QOS
 from .episode_bag import EpisodeBag, Stream, header_stamp_ns
 
 RECORDER_NODE = "evo1_recorder"
-CONTROLS = ("start_episode", "stop_episode", "rerecord", "mark_success", "mark_failure", "finish")
+CONTROLS = (
+    "start_episode",
+    "stop_episode",
+    "rerecord",
+    "mark_success",
+    "mark_failure",
+    "finish",
+    "takeover",
+    "release",
+)
 INSTRUCTION_KEY = "instruction"
 # Best effort like the drivers' sensor data, but a deeper queue: while an episode's bag is being
 # opened or closed (tens of ms), messages wait instead of being overwritten.

@@ -30,6 +30,7 @@ from .episode_bag import remove_partials
 from .keys import HELP, KeyReader
 from .recorder import RECORDER_NODE, RecorderNode, arm_streams
 from .session import FORMATS, RecordError, RecordOptions, Session, live_line
+from .takeover import Takeover
 
 LIVE_PERIOD = 0.5  # seconds between live lines on a terminal (every 5 s in a log)
 LINGER = 0.5  # seconds of spinning after the last episode
@@ -57,6 +58,8 @@ def record(config: ArmConfig, options: RecordOptions, node_name: str = RECORDER_
     try:
         with rclpy.init(signal_handler_options=SignalHandlerOptions.NO):
             session.node = RecorderNode(config, session.streams, session.handle, node_name, options.pre_roll)
+            if options.takeovers:
+                session.takeover = Takeover(session.node, options.policy_node, session.node.now_ns)
             executor = SingleThreadedExecutor()
             executor.add_node(session.node)
             try:
@@ -98,6 +101,11 @@ def _loop(session: Session, executor: SingleThreadedExecutor, stop: threading.Ev
                     flush=True,
                 )
                 next_line = time.monotonic() + (LIVE_PERIOD if interactive else 5.0)
+    if session.takeover is not None and session.takeover.active:
+        session.say(
+            f"the operator still has the arm: {session.options.policy_node} stays in dry run (give it back: "
+            f"ros2 param set /{session.options.policy_node} safety.dry_run false)"
+        )
     linger = time.monotonic() + LINGER  # the last event and service answers still go out
     while time.monotonic() < linger:
         executor.spin_once(timeout_sec=0.02)

@@ -21,6 +21,7 @@ from pathlib import Path
 from ..arm_config import ArmConfig
 from .episode_bag import EpisodeBag, Stream, next_index, read_metadata, saved_episodes, update_metadata
 from .recorder import INSTRUCTION_KEY, RecorderNode
+from .takeover import Takeover
 
 PHASES = ("waiting", "recording", "reset", "done")
 FORMATS = ("bag", "lerobot")
@@ -45,6 +46,8 @@ class RecordOptions:
     pre_roll: float = 0.5  # seconds kept before a start, for ~/start_episode with a start stamp
     max_clock_offset: float = 1.0  # seconds between a header stamp and this machine's clock
     keys: bool = True
+    takeovers: bool = False  # the takeover / release controls (a policy node runs: takeover.py)
+    policy_node: str = "evo1_policy_node"
     action_source: str = "command"  # --format lerobot: the commands, or the next joint state
     arm_config: str = ""  # the name or path it was loaded from (metadata)
 
@@ -76,6 +79,8 @@ class Session:
     outcome: str = "unknown"
     dropped_at_start: dict[str, int] = field(default_factory=dict)
     cpu_at_start: float = 0.0
+    start_ns: int = 0
+    takeover: Takeover | None = None
     log: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -89,6 +94,8 @@ class Session:
         """One control; returns (accepted, what happened or why not, the episode it applied to)."""
         if control == "next":
             control = "stop_episode" if self.phase == "recording" else "start_episode"
+        if control == "toggle_takeover":
+            control = "release" if self.takeover is not None and self.takeover.active else "takeover"
         action = {
             "start_episode": lambda task: self._start(task, since),
             "stop_episode": self._stop,
@@ -96,6 +103,8 @@ class Session:
             "mark_success": lambda _: self._mark("true"),
             "mark_failure": lambda _: self._mark("false"),
             "finish": self._finish,
+            "takeover": lambda _: self._switch(True),
+            "release": lambda _: self._switch(False),
         }.get(control)
         if action is None:
             return False, f"unknown control {control!r}", self.index
@@ -127,7 +136,8 @@ class Session:
         self._warn_disk()
         self.task, self.outcome = task or self.options.task, "unknown"
         bag = EpisodeBag(self.folder, self.index, self.streams, self._metadata(), self.store)
-        bag.metadata["start"] = stamp_text(self.node.start_bag(bag, self.task, since))
+        self.start_ns = self.node.start_bag(bag, self.task, since)
+        bag.metadata["start"] = stamp_text(self.start_ns)
         self.dropped_at_start = {k: s.dropped for k, s in self.node.stats.items()}
         self.cpu_at_start = time.process_time()  # all of this process's threads
         self._enter("recording")
@@ -150,6 +160,7 @@ class Session:
                 "counts": json.dumps(counts),
                 "dropped_frames": json.dumps(dropped),
                 "cpu_cores": f"{(time.process_time() - self.cpu_at_start) / max(duration, 1e-6):.3f}",
+                "takeovers": json.dumps(self.takeover.within(self.start_ns, end) if self.takeover else []),
             }
         )
         self.saved.append(RecordedEpisode(path, self.task, self.outcome, duration, counts, dropped))
@@ -194,6 +205,12 @@ class Session:
         update_metadata(last.path, {"success": success})
         last.success = success
         return True, f"episode {self.index - 1} ({last.path.name}) marked success: {success}"
+
+    def _switch(self, take: bool) -> tuple[bool, str]:
+        if self.takeover is None:
+            return False, "takeovers are off: start evo1 record with --takeovers, beside a running policy node"
+        announce = lambda event: self.node.publish_event(event, self.index, self.task)  # noqa: E731
+        return self.takeover.switch(take, self.say, announce)
 
     def _finish(self, _: str) -> tuple[bool, str]:
         if self.phase == "recording":
@@ -285,9 +302,12 @@ def live_line(session: Session) -> str:
     rates = " ".join(f"{k[len('camera_') :]} {node.stats[k].rate(now):.1f}" for k in cameras)
     joints = node.stats["joint_states"].rate(now)
     number = min(len(session.saved) + 1, session.options.episodes)
+    driver = ""
+    if session.takeover is not None:
+        driver = " | OPERATOR has the arm" if session.takeover.active else " | policy has the arm"
     return (
         f"episode {number}/{session.options.episodes} {session.phase} {shown} | frames {frames} | "
-        f"dropped {dropped} | Hz {rates} joints {joints:.0f}"
+        f"dropped {dropped} | Hz {rates} joints {joints:.0f}{driver}"
     )
 
 

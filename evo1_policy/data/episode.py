@@ -29,6 +29,7 @@ class Episode:
     action_names: list[str] = field(default_factory=list)
     timestamps: np.ndarray | None = None  # (T,) seconds from the episode start
     start_time: float = 0.0  # the first step's time on the recording's clock (bags: header stamps)
+    takeover: np.ndarray | None = None  # (T,) bool: steps an operator had taken over from a policy
 
     @property
     def length(self) -> int:

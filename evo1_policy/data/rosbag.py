@@ -49,8 +49,9 @@ class BagSpec:
     def from_arm_config(cls, config: Any, image_size: int | None = None, action_source: str = "command") -> BagSpec:
         """The topics of an arm config (the node's). action_source "command": the recorded commands
         on its command topic (record.command_topic, else the trajectory topic) are the actions (a
-        teleoperated, leader-follower or scripted arm driven through ROS); "next-state": the next joint state is the action (demonstrations without a command
-        topic, e.g. kinesthetic teaching or a leader arm outside ROS)."""
+        teleoperated, leader-follower or scripted arm driven through ROS); "next-state": the next
+        joint state is the action (demonstrations without a command topic, e.g. kinesthetic
+        teaching or a leader arm outside ROS)."""
         if action_source not in ACTION_SOURCES:
             raise ValueError(f"action source {action_source!r} unknown; choose one of {ACTION_SOURCES}")
         return cls(
@@ -166,6 +167,7 @@ def _read(reader: AnyReader, path: Path, spec: BagSpec, instruction: str | None,
     else:
         actions = np.stack([streams.commands[_latest(streams.command_times, t)].at(t + dt) for t in ticks])
     return Episode(
+        takeover=_takeover_steps(path, ticks),
         source=str(path),
         index=index,
         instruction=instruction,
@@ -179,6 +181,25 @@ def _read(reader: AnyReader, path: Path, spec: BagSpec, instruction: str | None,
         timestamps=ticks - ticks[0],
         start_time=float(ticks[0]),
     )
+
+
+def _takeover_steps(path: Path, ticks: np.ndarray) -> np.ndarray | None:
+    """The steps inside an operator's takeover, from `evo1 record --takeovers`'s metadata
+    (custom_data evo1.takeovers: [[start_ns, end_ns], ...]); None for other bags."""
+    import json
+
+    import yaml
+
+    metadata = (path if path.is_dir() else path.parent) / "metadata.yaml"
+    if not metadata.is_file():
+        return None
+    info = yaml.safe_load(metadata.read_text()) or {}
+    custom = (info.get("rosbag2_bagfile_information") or {}).get("custom_data") or {}
+    if "evo1.takeovers" not in custom:
+        return None
+    spans = json.loads(custom["evo1.takeovers"])
+    ticks_ns = np.round(ticks * 1e9)
+    return np.array([any(start <= t < end for start, end in spans) for t in ticks_ns], dtype=bool)
 
 
 def _connections(reader: AnyReader, path: Path, spec: BagSpec) -> tuple[list[Any], Any, Any, Any]:

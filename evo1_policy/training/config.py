@@ -28,6 +28,11 @@ class DataSection:
     action_source: str = "command"  # for bags: "command" (the trajectory topic) or "next-state"
     instructions: dict[str, str] = field(default_factory=dict)  # bag name -> instruction, if not in the bag
     skip_bad_episodes: bool = False  # otherwise a bad episode stops the run
+    # Steps an operator took over from a policy (`evo1 record --takeovers`, DAgger-style data):
+    # ignore (train on every step alike), only (train on those steps alone), weight (draw them
+    # takeover_weight times as often as the others).
+    takeovers: str = "ignore"
+    takeover_weight: float = 4.0
 
 
 @dataclass
@@ -57,6 +62,9 @@ class TrainSection:
     device: str = "auto"
 
 
+TAKEOVER_MODES = ("ignore", "only", "weight")
+
+
 @dataclass
 class TrainConfig:
     model: ModelSection = field(default_factory=ModelSection)
@@ -67,7 +75,10 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
-        return load_yaml(cls, path, overrides, "training config key")
+        config = load_yaml(cls, path, overrides, "training config key")
+        if config.data.takeovers not in TAKEOVER_MODES:
+            raise ValueError(f"data.takeovers {config.data.takeovers!r} unknown; choose one of {TAKEOVER_MODES}")
+        return config
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

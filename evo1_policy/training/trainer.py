@@ -101,14 +101,25 @@ def load_episodes(
     return episodes
 
 
+def _taken_over(episode: Episode, step: int) -> bool:
+    return episode.takeover is not None and bool(episode.takeover[step])
+
+
 class Windows:
     """Training samples: (episode, step) -> images, state and instruction at the step, and the
     next `horizon` actions (padded with the last one at the episode's end)."""
 
-    def __init__(self, episodes: list[Episode], horizon: int):
+    def __init__(self, episodes: list[Episode], horizon: int, takeovers: str = "ignore", takeover_weight: float = 4.0):
         self.episodes = episodes
         self.horizon = horizon
         self.index = [(e, t) for e, episode in enumerate(episodes) for t in range(episode.length)]
+        self.every_step = list(self.index)  # the normalizer sees each step once, whatever is drawn
+        if takeovers != "ignore":
+            taken = [(e, t) for e, t in self.index if _taken_over(episodes[e], t)]
+            if not taken:
+                raise DatasetError(f"data.takeovers: {takeovers}, but no episode has a step an operator took over")
+            # only: those steps alone; weight: each drawn takeover_weight times as often (in whole copies)
+            self.index = taken if takeovers == "only" else self.index + taken * max(round(takeover_weight) - 1, 0)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -122,8 +133,8 @@ class Windows:
         return Observation(images, episode.states[t], episode.instruction), episode.action_window(t, self.horizon)
 
     def fit_normalizer(self, section: NormalizationSection) -> Normalizer:
-        states = np.stack([self.episodes[e].states[t] for e, t in self.index])
-        actions = np.stack([self.episodes[e].action_window(t, self.horizon) for e, t in self.index])
+        states = np.stack([self.episodes[e].states[t] for e, t in self.every_step])
+        actions = np.stack([self.episodes[e].action_window(t, self.horizon) for e, t in self.every_step])
         first = self.episodes[0]
         return Normalizer.fit(
             states,
@@ -153,7 +164,9 @@ class Trainer:
         self.episodes = load_episodes(
             config, self.model.config.horizon, self.model.config.vision.image_size, self.log, bag_spec
         )
-        self.windows = Windows(self.episodes, self.model.config.horizon)
+        self.windows = Windows(
+            self.episodes, self.model.config.horizon, config.data.takeovers, config.data.takeover_weight
+        )
         normalizer = self.windows.fit_normalizer(config.normalization)
         self.processor = Processor(self.model.config, tokenizer, normalizer)
         self.augment = Augmentation() if config.train.augment else None
