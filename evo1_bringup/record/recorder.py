@@ -141,9 +141,14 @@ class RecorderNode(Node):
             qos = COMMAND_QOS if stream.msgtype.startswith("trajectory_msgs") else RECORD_SENSOR_QOS
             callback = partial(self._on_message, stream.key)
             self.create_subscription(_TYPES[stream.msgtype], stream.topic, callback, qos, raw=True)
-        for control in CONTROLS:
-            self.create_service(RecordControl, f"~/{control}", partial(self._on_control, control, on_control))
+        self.on_control = on_control
         self.event_pub = self.create_publisher(EpisodeEvent, "~/episode_events", 10)
+
+    def offer_controls(self) -> None:
+        """The control services, offered once the checks have passed: a client that sees them
+        ready knows the recorder is recording-ready (a start during the checks would be lost)."""
+        for control in CONTROLS:
+            self.create_service(RecordControl, f"~/{control}", partial(self._on_control, control, self.on_control))
 
     def now(self) -> float:
         """Seconds on this node's ROS clock (sim time under use_sim_time), the stamps' clock."""

@@ -64,6 +64,7 @@ def record(config: ArmConfig, options: RecordOptions, node_name: str = RECORDER_
             executor.add_node(session.node)
             try:
                 check_streams(session, executor, stop)
+                session.node.offer_controls()
                 _loop(session, executor, stop)
             finally:
                 if session.node.bag is not None:  # an error while recording: nothing half-written stays

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..arm_config import ArmConfig
+from ..paths import PACKAGE
 from .episode_bag import EpisodeBag, Stream, next_index, read_metadata, saved_episodes, update_metadata
 from .recorder import INSTRUCTION_KEY, RecorderNode
 from .takeover import Takeover
@@ -240,7 +241,7 @@ class Session:
         from importlib.metadata import PackageNotFoundError, version
 
         try:
-            suite = version("evo1")
+            suite = version(PACKAGE)
         except PackageNotFoundError:
             suite = "unknown"
         config_file = Path(self.options.arm_config)

@@ -3,7 +3,8 @@
 # `evo1 record`'s services from a process of its own) is recorded by `evo1 record` through DDS;
 # `evo1 train` fine-tunes the shipped policy on what it wrote (stage 2 only); sim-eval scores the
 # result and the shipped policy side by side on the same 50 validation placements (docs/recording.md).
-# Resumable: a step whose output exists is skipped. About 40 minutes on 2 CPU cores.
+# Resumable: a step whose output exists is skipped. About 20 minutes on 2 CPU cores (recording 4.5,
+# fine-tuning 9.5, each evaluation 2).
 #
 #   scripts/reproduce/record_loop.sh [OUT] [PLACEMENTS] [STEPS]   # default runs/record_loop 40 1000
 set -euo pipefail
