@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO
 from mcap.reader import make_reader
 from rclpy.node import Node
 from rclpy.serialization import deserialize_message
@@ -275,11 +276,14 @@ def test_lerobot_format_appends_across_runs(tmp_path, ros_env, ros_context, node
 
 
 @pytest.mark.slow
-def test_recorded_operator_matches_the_simulators_own_recording(tmp_path, ros_env, monkeypatch) -> None:
-    """The scripted operator (the expert, driving evo1 record's services) recorded by evo1 record
-    through DDS decodes to the same training samples as the runner's own bags of the same run."""
+def test_the_loop_closes_record_compare_train_and_score(tmp_path, ros_env, monkeypatch) -> None:
+    """The whole loop in small: the scripted operator (the expert, driving evo1 record's services)
+    is recorded by evo1 record through DDS; that decodes to the same training samples as the
+    runner's own bags of the same run; `evo1 train` fine-tunes the shipped policy on it; sim-eval
+    scores the result in closed loop (scripts/reproduce/record_loop.sh is the full size)."""
     from evo1_bringup.check.compare_bags import compare_folders
-    from evo1_bringup.sim.evaluate import sim_record
+    from evo1_bringup.sim.evaluate import sim_eval, sim_record
+    from evo1_bringup.sim.seeds import VALIDATION_SEED_START
 
     for key, value in ros_env.items():
         monkeypatch.setenv(key, value)
@@ -293,6 +297,16 @@ def test_recorded_operator_matches_the_simulators_own_recording(tmp_path, ros_en
     assert result["largest"]["action_max_diff_within_one_step"] < 1e-6
     assert result["largest"]["state_max_diff_within_one_step"] < 0.05
     assert result["largest"]["frame_max_mean_abs_diff_within_one_step"] < 2.0
+    train = [sys.executable, "-m", "evo1_bringup.cli", "train", "config/train/train_sim.yaml"]
+    train += ["model.init_checkpoint=sim_touch", "model.internvl_hf=", "train.stages=[2]", "train.stage2_steps=5"]
+    train += ["train.batch_size=4", "train.warmup_steps=1", "train.lr=1e-5", "train.device=cpu"]
+    train += [f'data.bags=["{tmp_path}/recorded/episode_*"]', f"output={tmp_path}/finetuned"]
+    done = subprocess.run(train, env=ros_env, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "data: 3 episodes" in done.stdout + done.stderr, "trained on what evo1 record wrote"
+    final = tmp_path / "finetuned" / "final"
+    summary = sim_eval(str(final), 2, str(tmp_path / "eval"), VALIDATION_SEED_START, videos=0, device="cpu")
+    assert summary["episodes"] == 2 and summary["success_rate"] >= 0.5, summary
 
 
 def test_takeovers_hand_the_arm_to_the_operator_and_back_and_are_marked(

@@ -40,6 +40,10 @@ class NormalizationSection:
     mode: str = "bounds"
     action_space: str = "absolute"
     absolute_dims: list[int] = field(default_factory=list)
+    # With model.init_checkpoint (fine-tuning): keep that checkpoint's statistics, which its weights
+    # were trained against (a few new episodes span a narrower range, and refitted bounds would
+    # move every output); false: fit them to this run's data (another arm, another range).
+    from_init_checkpoint: bool = True
 
 
 @dataclass

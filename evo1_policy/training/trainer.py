@@ -167,7 +167,7 @@ class Trainer:
         self.windows = Windows(
             self.episodes, self.model.config.horizon, config.data.takeovers, config.data.takeover_weight
         )
-        normalizer = self.windows.fit_normalizer(config.normalization)
+        normalizer = self._normalizer(self.windows.fit_normalizer(config.normalization))
         self.processor = Processor(self.model.config, tokenizer, normalizer)
         self.augment = Augmentation() if config.train.augment else None
         self.output = Path(config.output)
@@ -180,8 +180,9 @@ class Trainer:
     def _model(self) -> tuple[Evo1Model, PromptTokenizer]:
         m = self.config.model
         torch.manual_seed(self.config.train.seed)
+        self.init_normalizer: Normalizer | None = None
         if m.init_checkpoint:
-            model, _, tokenizer, report = load_checkpoint(m.init_checkpoint)
+            model, self.init_normalizer, tokenizer, report = load_checkpoint(m.init_checkpoint)
             self.log(report.summary())
         elif m.internvl_hf:
             model, tokenizer, report = from_internvl_hf(m.internvl_hf, preset(m.preset))
@@ -192,6 +193,21 @@ class Trainer:
             model, tokenizer = Evo1Model(config), PromptTokenizer.from_dir()
         enable_checkpointing(model, self.config.train.gradient_checkpointing, self.config.train.head_checkpointing)
         return model.to(self.device), tokenizer
+
+    def _normalizer(self, fitted: Normalizer) -> Normalizer:
+        """The init checkpoint's statistics when fine-tuning (normalization.from_init_checkpoint),
+        provided they name the same state and action dims; else the ones fitted to this data."""
+        kept = self.init_normalizer
+        if kept is None or not self.config.normalization.from_init_checkpoint:
+            return fitted
+        if (kept.state_names, kept.action_names) != (fitted.state_names, fitted.action_names):
+            raise ValueError(
+                f"the init checkpoint's statistics are for states {kept.state_names} and actions "
+                f"{kept.action_names}, this data has {fitted.state_names} and {fitted.action_names}: "
+                "set normalization.from_init_checkpoint=false to fit new ones"
+            )
+        self.log("normalization: the init checkpoint's statistics (normalization.from_init_checkpoint)")
+        return kept
 
     # -------------------------------------------------------------------------------- one stage
     def run(self, resume: str | None = None) -> Path:
