@@ -16,19 +16,32 @@ bash scripts/setup.sh
 
 step() { echo "[reproduce sim_touch] $*"; }
 # 1. Expert demonstrations through the simulator's topics (seeds 0-399 with their own targets;
-#    1000-1179 once per cube), three recorders in parallel.
-[ -d data/sim_demos ] || { step "recording 400 demonstrations"; $evo1 sim-record --out data/sim_demos --episodes 400 --seed-start 0; }
+#    1000-1179 once per cube), two recorders in parallel. Each part is recorded into DIR.partial and
+#    moved to DIR when whole, so an interrupted part is recorded again, never half used.
+record() {  # record DIR ARGS...: one part, skipped when DIR is already whole
+    local dir=$1; shift
+    [ -d "$dir" ] && return 0
+    rm -rf "$dir.partial"
+    step "recording $dir: $*"
+    $evo1 sim-record --out "$dir.partial" "$@" > "$dir.log" 2>&1
+    mv "$dir.partial" "$dir"
+}
+mkdir -p data/sim_demos_all
+record data/sim_demos --episodes 400 --seed-start 0 &
+first=$!
 for part in a:1000 b:1060 c:1120; do
-    name=${part%%:*} seed=${part##*:}
-    [ -d "data/sim_demos_all/$name" ] || {
-        step "recording 60 placements x 3 cubes from seed $seed"
-        $evo1 sim-record --out "data/sim_demos_all/$name" --episodes 60 --seed-start "$seed" --every-target
-    }
+    record "data/sim_demos_all/${part%%:*}" --episodes 60 --seed-start "${part##*:}" --every-target
 done
+wait "$first"
 # 2. Stage 0: the backbone answers questions about simulator scenes (config/train/pretrain_vlm_sim.yaml).
 [ -f runs/vlm_sim/final/model.safetensors ] || { step "stage 0"; $evo1 pretrain-vlm config/train/pretrain_vlm_sim.yaml; }
 # 3. Stages 1 and 2 from it (config/train/train_sim.yaml).
-[ -f runs/sim_touch/final/model.safetensors ] || { step "stages 1 and 2"; $evo1 train config/train/train_sim.yaml; }
+#    Resumed from the newest saved step (every train.save_every steps) after an interruption.
+if [ ! -f runs/sim_touch/final/model.safetensors ]; then
+    latest=$(ls -d runs/sim_touch/stage*/step_* runs/sim_touch/stage1/final 2>/dev/null | sort -V | tail -n 1 || true)
+    step "stages 1 and 2${latest:+ (resuming from $latest)}"
+    $evo1 train config/train/train_sim.yaml ${latest:+--resume "$latest"}
+fi
 # 4. The shipped form: bfloat16, the bundled tokenizer, the recipe named in its metadata.
 [ -f "$out/model.safetensors" ] || $evo1 convert runs/sim_touch/final "$out" --bf16 --bundled-tokenizer \
     --recipe scripts/reproduce/sim_touch.sh
