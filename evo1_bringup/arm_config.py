@@ -181,19 +181,23 @@ class ArmConfig:
     @property
     def action_names(self) -> list[str]:
         """Model dims: the arm joints, then the gripper."""
-        return list(self.joints.names) + ([self.gripper.name] if self.gripper.name else [])
+        return [str(name) for name in self._with_gripper(self.joints.names, self.gripper.name)]
+
+    def _with_gripper(self, joint_values: list[float], gripper_value: float) -> list[float]:
+        """A per-joint list extended to the model dims: the gripper's value last, when there is one."""
+        return list(joint_values) + ([gripper_value] if self.gripper.name else [])
 
     @property
     def lower(self) -> list[float]:
-        return list(self.joints.lower_limits) + ([self.gripper.lower_limit] if self.gripper.name else [])
+        return self._with_gripper(self.joints.lower_limits, self.gripper.lower_limit)
 
     @property
     def upper(self) -> list[float]:
-        return list(self.joints.upper_limits) + ([self.gripper.upper_limit] if self.gripper.name else [])
+        return self._with_gripper(self.joints.upper_limits, self.gripper.upper_limit)
 
     @property
     def max_velocity(self) -> list[float]:
-        return list(self.joints.max_velocity) + ([self.gripper.max_velocity] if self.gripper.name else [])
+        return self._with_gripper(self.joints.max_velocity, self.gripper.max_velocity)
 
     @property
     def gripper_dims(self) -> list[int]:

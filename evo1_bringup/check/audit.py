@@ -50,9 +50,10 @@ class Audit:
 
     def summary(self) -> str:
         verdict = "no violation" if not self.violations else f"{len(self.violations)} violations"
+        never_taken = f" ({self.unchecked} never taken by the arm)" if self.unchecked else ""
         return (
-            f"{self.messages} trajectories, {self.points} points: {verdict}; the largest first step was "
-            f"{self.worst_ratio:.0%} of the velocity limit relative to the arm"
+            f"{self.messages} trajectories{never_taken}, {self.points} points: {verdict}; the largest first "
+            f"step was {self.worst_ratio:.0%} of the velocity limit relative to the arm"
         )
 
 
