@@ -19,6 +19,7 @@ from evo1_policy.metaworld.protocol import (
     BY_NAME,
     GROUPS,
     MT10,
+    SEED,
     TASKS,
     observation_image,
     observation_state,
@@ -162,3 +163,33 @@ def test_reference_format_checkpoint_runs_unchanged(tmp_path) -> None:
     assert summary["timing"]["chunks"] == episode["chunks"] == -(-episode["steps"] // 4)
     assert (tmp_path / "out" / "strips" / "reach-v3.png").is_file()
     assert (tmp_path / "out" / "videos" / "reach-v3.mp4").stat().st_size > 0
+
+
+def _placements(envs: list, actions: float) -> np.ndarray:
+    """What each (task, episode) starts from after the protocol's reset: metaworld's full first
+    observation (hand, objects) and the goal, for 2 episodes of every task, the episode between
+    run for 20 steps of constant `actions` (controllers differ in what they do between resets)."""
+    starts = []
+    for env in envs:
+        for episode in range(2):
+            obs, _ = env.reset(seed=SEED + episode)
+            starts.append(np.concatenate([obs, env.unwrapped._target_pos]))
+            for _ in range(20):
+                env.step(np.full(env.action_space.shape, actions, dtype=np.float32))
+    return np.array(starts)
+
+
+@pytest.mark.slow
+def test_every_controller_sees_the_placements_of_a_fresh_build() -> None:
+    """The policy, the experts and random actions share one build of the 50 environments, put back
+    to its just-built state for each (building costs ~30 s): their episodes start from the same
+    placements, which are those of a fresh build (the first use), not a continuation of them."""
+    from evo1_policy.metaworld.rollout import mt50_envs
+
+    with mt50_envs(SEED) as envs:
+        fresh = _placements(envs, 0.5)
+        continued = _placements(envs, 0.0)
+    with mt50_envs(SEED) as envs:
+        restored = _placements(envs, -0.5)
+    assert len(fresh) == 100 and not np.array_equal(fresh, continued), "the instrument cannot tell"
+    np.testing.assert_array_equal(restored, fresh)
