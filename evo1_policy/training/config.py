@@ -98,6 +98,7 @@ class PretrainSection:
     grad_clip: float = 1.0
     seed: int = 0
     eval_every: int = 500
+    save_every: int = 1000  # a resumable state in output/resume (an interrupted run goes on from it)
     # Sampling weight of each question kind (kinds not named: 1.0).
     kind_weights: dict[str, float] = field(default_factory=dict)
     device: str = "auto"

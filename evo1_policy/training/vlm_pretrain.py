@@ -19,16 +19,17 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..backbone import Backbone, internvl_config
@@ -175,6 +176,56 @@ def _optimize(
     return value
 
 
+RESUME_DIR = "resume"  # under the run's output: the newest resumable state
+
+
+class _Run:
+    """Everything a stage-0 run needs to go on after an interruption exactly as if it had not
+    stopped: the weights, the optimizer and schedule, the question sampler's and torch's random
+    states (dropout), the step and the evaluation history. Written every save_every steps; loaded
+    only into a run of the same settings."""
+
+    def __init__(self, model: Any, optimizer: Any, scheduler: Any, rng: np.random.Generator, section: Any):
+        self.model, self.optimizer, self.scheduler, self.rng = model, optimizer, scheduler, rng
+        self.settings = json.loads(json.dumps(asdict(section)))
+        self.step, self.seconds, self.history = 0, 0.0, []
+
+    def save(self, folder: Path) -> None:
+        partial = folder.with_name(folder.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        weights = {k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}
+        save_file(weights, str(partial / WEIGHTS_FILE))
+        torch.save(
+            {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+             "torch_rng": torch.get_rng_state()},
+            partial / "optimizer.pt",
+        )  # fmt: skip
+        state = {"step": self.step, "seconds": self.seconds, "history": self.history,
+                 "sampler_rng": self.rng.bit_generator.state, "settings": self.settings}  # fmt: skip
+        (partial / "state.json").write_text(json.dumps(state))
+        shutil.rmtree(folder, ignore_errors=True)
+        partial.rename(folder)  # whole or not at all
+
+    def load(self, folder: Path) -> bool:
+        """False when there is nothing to resume; an error naming the folder when it is another run's."""
+        if not (folder / "state.json").is_file():
+            return False
+        state = json.loads((folder / "state.json").read_text())
+        if state["settings"] != self.settings:
+            raise ValueError(
+                f"{folder} is the resumable state of a run with other settings: delete it or change output"
+            )
+        self.model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
+        saved = torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=True)
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        torch.set_rng_state(saved["torch_rng"])
+        self.rng.bit_generator.state = state["sampler_rng"]
+        self.step, self.seconds, self.history = state["step"], state["seconds"], state["history"]
+        return True
+
+
 def pretrain(
     config: Evo1Config,
     train: VQASet,
@@ -198,14 +249,19 @@ def pretrain(
         parameter_groups(model, section.weight_decay, section.lr), lr=section.lr, betas=(0.9, 0.95)
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(section.warmup_steps, section.steps))
-    draw = _sampler(train, section.kind_weights, np.random.default_rng(section.seed))
+    rng = np.random.default_rng(section.seed)
+    draw = _sampler(train, section.kind_weights, rng)
     log(f"pretraining {config.preset}: {len(train.images)} scenes, {len(train.items)} questions; "
         f"held out {len(test.images)} scenes, {len(test.items)} questions; on {device}")  # fmt: skip
-    history: list[dict[str, Any]] = []
-    started = time.perf_counter()
-    metrics = open(output / "metrics.jsonl", "w")  # noqa: SIM115 - written through the whole run
+    run = _Run(model, optimizer, scheduler, rng, section)
+    resumed = run.load(output / RESUME_DIR)
+    if resumed:
+        log(f"resuming stage 0 after step {run.step} from {output / RESUME_DIR}")
+    history = run.history
+    started = time.perf_counter() - run.seconds
+    metrics = open(output / "metrics.jsonl", "a" if resumed else "w")  # noqa: SIM115 - written through the run
     try:
-        for step in range(1, section.steps + 1):
+        for step in range(run.step + 1, section.steps + 1):
             batch = make_batch(train, draw(section.batch_size), tokenizer, config).to(device)
             loss = _optimize(model, batch, optimizer, scheduler, section.grad_clip, step)
             if step % section.eval_every == 0 or step == section.steps:
@@ -216,6 +272,9 @@ def pretrain(
                 metrics.flush()
                 shown = ", ".join(f"{k} {v:.1%}" for k, v in row["held_out"].items())
                 log(f"step {step} loss {loss:.3f} ({row['seconds']:.0f} s): held out {shown}")
+            if step % section.save_every == 0 and step < section.steps:  # after its evaluation row
+                run.step, run.seconds = step, time.perf_counter() - started
+                run.save(output / RESUME_DIR)
     finally:
         metrics.close()
     report = {
