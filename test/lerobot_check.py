@@ -2,6 +2,7 @@
 `evo1 bag2dataset` wrote with LeRobot 0.4.4 itself, and print what LeRobot sees as JSON.
 
     python test/lerobot_check.py DATASET_A DATASET_B AGGREGATE_OUT
+    python test/lerobot_check.py --one DATASET
 """
 
 import json
@@ -15,6 +16,17 @@ from lerobot.datasets.aggregate import aggregate_datasets
 from lerobot.datasets.lerobot_dataset import LeRobotDataset, LeRobotDatasetMetadata
 from lerobot.processor.normalize_processor import NormalizerProcessorStep
 
+if sys.argv[1] == "--one":  # one dataset (what `evo1 record --format lerobot` wrote): what LeRobot sees
+    root = Path(sys.argv[2])
+    meta = LeRobotDatasetMetadata("local/one", root=root)
+    dataset = LeRobotDataset("local/one", root=root, video_backend="pyav")
+    last = dataset.hf_dataset[len(dataset.hf_dataset) - 1]
+    print(json.dumps({
+        "episodes": meta.total_episodes, "frames": meta.total_frames, "rows": len(dataset.hf_dataset),
+        "tasks": list(meta.tasks.index), "fps": meta.fps, "features": sorted(meta.features),
+        "last_episode_index": int(last["episode_index"]),
+    }))  # fmt: skip
+    sys.exit(0)
 first, second, out = (Path(p) for p in sys.argv[1:4])
 meta = LeRobotDatasetMetadata("local/first", root=first)
 dataset = LeRobotDataset("local/first", root=first, video_backend="pyav")
