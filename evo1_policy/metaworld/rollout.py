@@ -11,7 +11,6 @@ No torch here: the policy comes in as a function.
 
 from __future__ import annotations
 
-import atexit
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -59,14 +58,9 @@ def import_metaworld() -> Any:
 
 # Built environments by seed, with each one's checkpoint taken right after building. Building
 # MT50 costs about 30 s on 2 cores (metaworld resets every environment 50 times to draw its task
-# variants), and an evaluation with bounds needed three identical builds.
+# variants), and an evaluation with bounds needed three identical builds. They live as long as the
+# process (closing them at exit raced the GL display's own teardown: EGL errors on the way out).
 _BUILT: dict[int, tuple[Any, list[Any]]] = {}
-
-
-def _close_built() -> None:
-    for envs, _ in _BUILT.values():
-        envs.close()
-    _BUILT.clear()
 
 
 @contextmanager
@@ -79,8 +73,6 @@ def mt50_envs(seed: int = SEED) -> Iterator[list[Any]]:
     if seed not in _BUILT:
         gym = import_metaworld()
         envs = gym.make_vec(SUITE, vector_strategy="sync", seed=seed, render_mode="rgb_array", camera_name=CAMERA)
-        if not _BUILT:
-            atexit.register(_close_built)
         _BUILT[seed] = (envs, [env.get_checkpoint() for env in envs.envs])
     envs, checkpoints = _BUILT[seed]
     for env in envs.envs:
