@@ -151,8 +151,9 @@ class _Interrupted(Exception):
 
 def test_an_interrupted_pretraining_resumes_to_the_same_weights(tmp_path, scenes) -> None:
     """Stopped after its step-8 state was saved (at step 12's evaluation, before the final
-    folder), run again: it goes on from step 8 and ends with the uninterrupted run's weights and
-    evaluation history, bit for bit; a state from other settings is refused by name."""
+    folder): a run with other settings is refused by name; the same run again goes on from step 8
+    and ends with the uninterrupted run's weights and evaluation history, bit for bit, and drops
+    the resumable state once the final folder is written."""
     config = preset("evo1-sim")
     section = PretrainSection(steps=12, batch_size=4, lr=3e-3, warmup_steps=2, eval_every=6, save_every=4, device="cpu")
     quiet = lambda *_: None  # noqa: E731
@@ -165,6 +166,9 @@ def test_an_interrupted_pretraining_resumes_to_the_same_weights(tmp_path, scenes
     with pytest.raises(_Interrupted):
         pretrain(config, scenes, scenes, section, tmp_path / "cut", log=stop_at_12)
     assert not (tmp_path / "cut" / "final").exists() and (tmp_path / "cut" / "resume" / "state.json").is_file()
+    other = PretrainSection(**{**section.__dict__, "lr": 1e-3})
+    with pytest.raises(ValueError, match="resume is the resumable state of a run with other settings"):
+        pretrain(config, scenes, scenes, other, tmp_path / "cut", log=quiet)
     lines: list[str] = []
     resumed = pretrain(config, scenes, scenes, section, tmp_path / "cut", log=lines.append)
     assert any("resuming stage 0 after step 8" in line for line in lines)
@@ -172,6 +176,4 @@ def test_an_interrupted_pretraining_resumes_to_the_same_weights(tmp_path, scenes
     a, b = load_vlm(tmp_path / "whole" / "final"), load_vlm(tmp_path / "cut" / "final")
     for key, value in a.state_dict().items():
         assert torch.equal(b.state_dict()[key], value), key
-    other = PretrainSection(**{**section.__dict__, "lr": 1e-3})
-    with pytest.raises(ValueError, match="resume is the resumable state of a run with other settings"):
-        pretrain(config, scenes, scenes, other, tmp_path / "cut", log=quiet)
+    assert not (tmp_path / "cut" / "resume").exists(), "a finished run keeps its resumable state"

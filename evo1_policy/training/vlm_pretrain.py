@@ -288,6 +288,7 @@ def pretrain(
         **(report_extras or {}),
     }
     save_vlm(output / "final", model, report)
+    shutil.rmtree(output / RESUME_DIR, ignore_errors=True)  # finished: a rerun must not redo its last steps
     log(f"wrote {output / 'final'}")
     return report
 
