@@ -4,7 +4,10 @@ implementation's names, written independently of evo1_policy.checkpoint's mappin
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -146,3 +149,19 @@ def to_reference_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     for key, parts in vision_pieces.items():
         out[key] = torch.cat([parts["q"], parts["k"], parts["v"]])
     return out
+
+
+LEROBOT_VENV = Path(__file__).resolve().parents[1] / ".venv-lerobot"  # scripts/setup_lerobot.sh makes it
+
+
+def lerobot_ready() -> bool:
+    return (LEROBOT_VENV / ".ready").is_file() and (LEROBOT_VENV / "bin" / "python").is_file()
+
+
+def run_lerobot_check(*args: str) -> dict:
+    """test/lerobot_check.py in LeRobot's own venv (offline): what LeRobot sees, as its JSON line."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
+    command = [str(LEROBOT_VENV / "bin" / "python"), str(Path(__file__).with_name("lerobot_check.py")), *args]
+    run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, check=False)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(run.stdout.strip().splitlines()[-1])

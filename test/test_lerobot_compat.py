@@ -9,26 +9,20 @@ could not be installed, the LeRobot test is skipped with the reason the set-up w
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
-from fixtures import known_episode, write_arm_config, write_bag
+from fixtures import LEROBOT_VENV, known_episode, lerobot_ready, run_lerobot_check, write_arm_config, write_bag
 
 from evo1_bringup.cli import main
 from evo1_policy.data.episode import DatasetError
 from evo1_policy.data.lerobot import read_lerobot, write_lerobot
 
-REPO = Path(__file__).resolve().parents[1]
-LEROBOT_VENV = REPO / ".venv-lerobot"
 
-
-def lerobot_python() -> Path:
-    python = LEROBOT_VENV / "bin" / "python"
-    if (LEROBOT_VENV / ".ready").is_file() and python.is_file():
-        return python
+def require_lerobot() -> None:
+    if lerobot_ready():
+        return
     failed = LEROBOT_VENV / ".failed"
     reason = failed.read_text().strip() if failed.is_file() else "run scripts/setup_lerobot.sh (scripts/test.sh does)"
     pytest.skip(f"LeRobot 0.4.4 is not installed in .venv-lerobot: {reason}")
@@ -45,20 +39,10 @@ def bag2dataset(tmp_path: Path, name: str, episodes: list[int], instructions: li
 
 
 def test_lerobot_reads_normalises_and_aggregates_our_datasets(tmp_path: Path) -> None:
-    python = lerobot_python()
+    require_lerobot()
     first = bag2dataset(tmp_path, "first", [0, 1], ["touch the red block", "touch the blue block"])
     second = bag2dataset(tmp_path, "second", [2], ["touch the green block"])
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
-    run = subprocess.run(
-        [str(python), str(REPO / "test" / "lerobot_check.py"), str(first), str(second), str(tmp_path / "both")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-        check=False,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    seen = json.loads(run.stdout.strip().splitlines()[-1])
+    seen = run_lerobot_check(str(first), str(second), str(tmp_path / "both"))
     # the instruction text, not a task number
     assert seen["tasks"] == ["touch the red block", "touch the blue block"]
     assert seen["fps"] == 10 and isinstance(seen["fps"], int)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import REPO
+from fixtures import lerobot_ready, run_lerobot_check
 from mcap.reader import make_reader
 from rclpy.node import Node
 from rclpy.serialization import deserialize_message
@@ -273,24 +274,13 @@ def test_lerobot_format_appends_across_runs(tmp_path, ros_env, ros_context, node
     assert all(e.length >= 15 for e in dataset) and len(saved_episodes(Path(f"{out}-bags"))) == 3
     info = json.loads((out / "meta" / "info.json").read_text())
     assert info["codebase_version"] == "v3.0" and info["total_episodes"] == 3
-    lerobot = _lerobot_sees(out)
-    if lerobot is not None:  # LeRobot 0.4.4 itself, where scripts/setup_lerobot.sh could install it
+    # LeRobot 0.4.4 itself, where scripts/setup_lerobot.sh could install it (test_lerobot_compat
+    # skips with the reason where it could not)
+    if lerobot_ready():
+        lerobot = run_lerobot_check("--one", str(out))
         assert lerobot["episodes"] == 3 and lerobot["rows"] == lerobot["frames"] == sum(e.length for e in dataset)
         assert lerobot["tasks"] == [TASK] and lerobot["last_episode_index"] == 2
         assert {"observation.state", "action", "observation.images.front"} <= set(lerobot["features"])
-
-
-def _lerobot_sees(root: Path) -> dict | None:
-    """What LeRobot's own loader reads in a dataset (test/lerobot_check.py in .venv-lerobot), or
-    None where that venv could not be installed (test_lerobot_compat then says why it skips)."""
-    python = REPO / ".venv-lerobot" / "bin" / "python"
-    if not (REPO / ".venv-lerobot" / ".ready").is_file():
-        return None
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
-    check = [str(python), str(REPO / "test" / "lerobot_check.py"), "--one", str(root)]
-    run = subprocess.run(check, capture_output=True, text=True, env=env, timeout=300, check=False)
-    assert run.returncode == 0, run.stderr[-3000:]
-    return json.loads(run.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.slow
