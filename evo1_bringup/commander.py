@@ -77,21 +77,30 @@ class ArmCommander:
         """When a joint state was measured, on the node's ROS clock (see measured_after)."""
         return joints.stamp if self.stamped_on_our_clock(joints) else joints.received_ros - self.dt
 
-    def off_trajectory(self, joints: Stamped | None) -> str:
+    def off_trajectory(self, joints: Stamped | None, now: float) -> str:
         """'' or why the measured arm is not where the running trajectory has it (arm joints only:
         a gripper's units differ and it may close on an object). Nothing to compare while holding,
         for a reading measured before the trajectory took effect, or for one whose stamp does not
-        say when it was measured (a moving arm's reading is only comparable at its own moment)."""
+        say when it was measured (a moving arm's reading is only comparable at its own moment).
+        Compared twice: at the reading's moment, and at `now`, where the next message would start,
+        with the arm carried on at its measured velocity. The second catches an arm a hand holds
+        still while the trajectory moves on: between readings and control updates the trajectory
+        may travel ~0.1 rad, and the next message would start that much beyond the tolerance."""
         commanded, n = self.commanded, len(self.config.joints.names)
         if commanded is None or self.holding or joints is None or not self.stamped_on_our_clock(joints):
             return ""
         moment = self.measurement_time(joints)
         if moment < commanded.start_time:
             return ""
-        expected = commanded.position_at(moment)
-        return off_trajectory(
-            joints.value[:n], expected[:n], self.config.joints.names, self.config.safety.tracking_tolerance
-        )
+        names, tolerance = self.config.joints.names, self.config.safety.tracking_tolerance
+        why = off_trajectory(joints.value[:n], commanded.position_at(moment)[:n], names, tolerance)
+        if why or joints.velocity is None:
+            return why
+        start = max(self._clock(), now) if self.on_receipt else now  # as move() will start it
+        vmax = self.limits.max_velocity[:n]
+        predicted = joints.value[:n] + np.clip(joints.velocity[:n], -vmax, vmax) * max(start - moment, 0.0)
+        why = off_trajectory(predicted, commanded.position_at(start)[:n], names, tolerance)
+        return why and f"{why} where the next message would start"
 
     def move(self, now: float, start: np.ndarray, times: np.ndarray, targets: np.ndarray) -> bool:
         """The planned targets from `start`, clamped to the limits; False in dry run (nothing sent:
@@ -145,7 +154,7 @@ class ArmCommander:
     def hold_if_off_trajectory(self, now: float, joints: Stamped | None) -> str:
         """Hold where the arm is measured when it is off the running trajectory; the status reason
         (a stable phrase) or ''. The node then restarts from a joint state measured after the hold."""
-        why = self.off_trajectory(joints)
+        why = self.off_trajectory(joints, now)
         if not why:
             return ""
         self.hold_at(now, joints.value, why)

@@ -40,6 +40,7 @@ class Stamped:
     received: float  # time.monotonic() at arrival
     stamp: float  # header stamp in seconds (0 if none)
     received_ros: float = 0.0  # the node's ROS clock at arrival, seconds (the time base of trajectories)
+    velocity: Any = None  # a joint state's measured velocities (np.ndarray), None when it gave none
 
 
 @dataclass

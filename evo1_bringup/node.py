@@ -30,7 +30,7 @@ from evo1_msgs.msg import ActionChunk, PolicyStatus
 from evo1_msgs.srv import Reset
 from evo1_policy.chunking import ChunkExecutor, ControlClock, Request
 from evo1_policy.images import header_problem
-from evo1_policy.joints import JointStateError, joint_positions
+from evo1_policy.joints import JointStateError, joint_positions, joint_velocities
 from evo1_policy.policy import Evo1Policy
 
 from .arm_config import NODE_NAME, ArmConfig, parameter_schema
@@ -242,7 +242,8 @@ class PolicyNode(LifecycleNode):
         with self._lock:
             accepted, glitch = self._outliers.accept(positions, received)
             if accepted:
-                self._joints = Stamped(positions, received, stamp_seconds(msg), received_ros)
+                velocity = joint_velocities(msg.name, msg.velocity, self.config.action_names)
+                self._joints = Stamped(positions, received, stamp_seconds(msg), received_ros, velocity)
                 self._joint_fault = ""
             last = self._outliers.last[0]
         if glitch is not None:

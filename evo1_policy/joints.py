@@ -32,3 +32,15 @@ def joint_positions(names: Sequence[str], positions: Sequence[float], wanted: Se
         bad = [n for n, p in zip(wanted, out, strict=True) if not np.isfinite(p)]
         raise JointStateError("joint_states has NaN/inf positions", f"joint_states has NaN/inf positions for {bad}")
     return out
+
+
+def joint_velocities(names: Sequence[str], velocities: Sequence[float], wanted: Sequence[str]) -> np.ndarray | None:
+    """The measured velocities of `wanted` (by name), or None when the reading does not say them
+    (the field is optional in sensor_msgs/JointState: empty, the wrong length, or not finite)."""
+    if len(velocities) != len(names):
+        return None
+    index = {n: i for i, n in enumerate(names)}
+    if any(n not in index for n in wanted):
+        return None
+    out = np.array([velocities[index[n]] for n in wanted], dtype=np.float64)
+    return out if np.isfinite(out).all() else None

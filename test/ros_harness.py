@@ -138,14 +138,6 @@ def trajectory_arrays(msg: JointTrajectory) -> tuple[np.ndarray, np.ndarray, np.
     return times, positions, velocities
 
 
-# How far (rad) an arm that shares a loaded test process with the recorder (and with camera
-# streams) has been found from where the node could know it is: 2e-5 rad once in the load test's
-# feeder, 1e-5 to 1e-4 rad (1.00x at the velocity limit) twice in one clean CI run of the dry-run
-# switch test, five times in one clean run of the wild-outputs test, cause not found. A stale
-# start (the failure these tests exist for) is centimetres.
-LOADED_ARM_TOLERANCE = 1e-3
-
-
 def assert_safe_commands(
     recorder: Recorder,
     arm: SimArmNode,

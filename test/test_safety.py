@@ -16,6 +16,7 @@ from evo1_bringup.safety import (
     safe_path,
 )
 from evo1_bringup.sim.follower import TrajectoryFollower
+from evo1_policy.joints import joint_velocities
 
 DT = 0.05
 LIMITS = Limits.of([-1.0, -2.0], [1.0, 2.0], [1.0, 2.0], DT)  # 0.05 and 0.1 per step
@@ -172,3 +173,47 @@ def test_a_held_push_outlasts_commands_then_lets_go() -> None:
     follower.step(0.3)  # let go: pulled back toward the trajectory (b at 0) from 0.5
     follower.step(0.5)
     assert 0.0 < follower.position[1] < 0.5 * np.exp(-0.5) + 0.01
+
+
+def test_joint_velocities_are_taken_by_name_or_not_at_all() -> None:
+    """JointState.velocity is optional: the node predicts a held arm only from velocities the
+    reading really gives, for every wanted joint, finite; otherwise it compares positions only."""
+    names = ["b", "a", "extra"]
+    np.testing.assert_array_equal(joint_velocities(names, [2.0, 1.0, 9.0], ["a", "b"]), [1.0, 2.0])
+    assert joint_velocities(names, [], ["a", "b"]) is None  # not published
+    assert joint_velocities(names, [1.0, 2.0], ["a", "b"]) is None  # not one per name
+    assert joint_velocities(names, [1.0, float("nan"), 0.0], ["a", "b"]) is None
+    assert joint_velocities(names, [1.0, 2.0, 3.0], ["a", "c"]) is None
+
+
+def test_the_controllers_cubic_never_passes_a_point_held_at_a_limit() -> None:
+    """A path that reaches a joint limit and stays there: the cubic the controller draws through
+    the published points (positions and their velocities) stays within the limit. Plain central
+    differences gave the point before the pause a velocity that carried it ~0.01 rad past."""
+    times = np.arange(1, 6) * DT
+    path = np.array([[0.9, 0.0], [0.95, 0.0], [1.0, 0.0], [1.0, 0.0], [0.96, 0.0]])
+    commanded = Commanded(0.0, np.array([0.85, 0.0]), times, path)
+    dense = np.array([commanded.position_at(t) for t in np.linspace(0.0, times[-1], 2001)])
+    assert dense[:, 0].max() <= 1.0 + 1e-12, dense[:, 0].max()
+    assert np.all(np.abs(commanded.velocities) <= 3 * 0.05 / DT + 1e-12)
+
+
+def test_the_nodes_model_of_the_trajectory_is_where_the_controller_has_the_arm() -> None:
+    """Messages of a policy that drives a joint at its limits, sent at uneven moments: every new
+    message starts where the node's model (Commanded) has the arm, and the simulated controller
+    has it exactly there (they once differed by 1e-5..1e-2 rad where it clipped at the limits)."""
+    limits = Limits.of([-1.0], [1.0], [2.0], DT)
+    follower = TrajectoryFollower(["a"], [-1.0], [1.0], np.zeros(1))
+    rng = np.random.default_rng(0)
+    commanded, now, gaps = None, 100.0, []
+    for _ in range(1000):
+        start = commanded.position_at(now) if commanded else np.zeros(1)
+        velocity = commanded.velocity_at(now) if commanded else np.zeros(1)
+        gaps.append(abs(follower.sample(now)[0][0] - start[0]))
+        times = np.arange(1, 11) * DT
+        points = safe_path(rng.choice([-5.0, 5.0], size=(10, 1)), start, times, limits)
+        commanded = Commanded(now, start, times, points, velocity)
+        sent = [(t, p, v) for t, p, v in zip(times, points, commanded.velocities, strict=True)]
+        assert follower.command(["a"], sent, now) == ""
+        now += DT * rng.uniform(0.7, 2.5)
+    assert max(gaps) < 1e-9, max(gaps)

@@ -105,7 +105,8 @@ class TrajectoryFollower:
             for j in covered:
                 p[j] = positions[index[self.names[j]]]
                 v[j] = velocities[index[self.names[j]]] if velocities is not None and len(velocities) else 0.0
-            p = np.clip(p, self.lower, self.upper)
+            # not clipped: joint_trajectory_controller executes the points it is sent (the node keeps
+            # them within the limits, or no further past one than the arm already is)
             segments.append(_Segment(t_prev, now + t, p_prev, v_prev, p, v))
             t_prev, p_prev, v_prev = now + t, p, v
         self.segments = segments
@@ -122,7 +123,9 @@ class TrajectoryFollower:
                 dh00, dh10 = 6 * s**2 - 6 * s, 3 * s**2 - 4 * s + 1
                 dh01, dh11 = -6 * s**2 + 6 * s, 3 * s**2 - 2 * s
                 v = (dh00 * seg.p0 + dh01 * seg.p1) / duration + dh10 * seg.v0 + dh11 * seg.v1
-                return np.clip(p, self.lower, self.upper), v
+                # the controller's cubic as it is, like the node's model of it (safety.Commanded):
+                # clipping it at the limits put the arm 1e-5..1e-2 rad from where the node had it
+                return p, v
         if self.segments:
             return self.segments[-1].p1.copy(), np.zeros_like(self.position)
         return self.rest.copy(), np.zeros_like(self.position)
