@@ -137,7 +137,9 @@ class StandInArm(Node):
             now = self.get_clock().now()
             self.follower.step(now.nanoseconds * 1e-9)
             self.log.append((now.nanoseconds * 1e-9, self.positions()))
-            msg = JointState(name=self.config.action_names, position=self.positions().tolist())
+            names, velocity = self.config.action_names, np.zeros(len(self.config.action_names))
+            velocity[: len(self.follower.velocity)] = self.follower.velocity  # a gripper on its own topic: 0
+            msg = JointState(name=names, position=self.positions().tolist(), velocity=velocity.tolist())
             msg.header.stamp = now.to_msg()
             self.joint_pub.publish(msg)
 
