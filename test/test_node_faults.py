@@ -18,6 +18,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
 from ros_harness import (
+    LOADED_ARM_TOLERANCE,
     SIM_YAML,
     Recorder,
     assert_safe_commands,
@@ -341,5 +342,5 @@ def test_dry_run_switched_on_holds_and_off_restarts_from_the_arm(ros_context, ro
             assert len(quiet) <= 2 and len(last.points) == 1 and not any(last.points[0].velocities), "no hold"
     finally:
         stop_node(process)
-    audit = assert_safe_commands(recorder, sim, CONFIG)
+    audit = assert_safe_commands(recorder, sim, CONFIG, tolerance=LOADED_ARM_TOLERANCE)
     assert audit.unchecked == 0
