@@ -96,7 +96,7 @@ class ArmCommander:
         why = off_trajectory(joints.value[:n], commanded.position_at(moment)[:n], names, tolerance)
         if why or joints.velocity is None:
             return why
-        start = max(self._clock(), now) if self.on_receipt else now  # as move() will start it
+        start = self._effect_time(now)  # as move() will start it
         vmax = self.limits.max_velocity[:n]
         predicted = joints.value[:n] + np.clip(joints.velocity[:n], -vmax, vmax) * max(start - moment, 0.0)
         why = off_trajectory(predicted, commanded.position_at(start)[:n], names, tolerance)
@@ -122,13 +122,18 @@ class ArmCommander:
         self._publish(now, start, times, points, velocity)
         return True
 
+    def _effect_time(self, now: float) -> float:
+        """When a message published for `now` takes effect: at its stamp for a controller that
+        honours the stamp; on receipt, the clock's present (the node may have stalled since `now`)."""
+        return max(self._clock(), now) if self.on_receipt else now
+
     def _as_of_now(
         self, now: float, start: np.ndarray, times: np.ndarray, targets: np.ndarray, running: bool
     ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
         """A plan made at `now`, re-timed to the clock's present (the node may have been stalled
         since): points whose time has passed are dropped, the start is where the running
         trajectory has the arm now (after a hold the arm rests where it was measured)."""
-        present = max(self._clock(), now)
+        present = self._effect_time(now)
         late = present - now
         if late <= 0:
             return now, start, times, targets
@@ -144,8 +149,7 @@ class ArmCommander:
         self.holding = True
         if self.config.safety.dry_run:
             return
-        if self.on_receipt:  # it starts when it arrives: stop from where the arm is then
-            now = max(self._clock(), now)
+        now = self._effect_time(now)  # stop from where the arm is when the message takes effect
         start = self.commanded.position_at(now)
         point = hold_point(self.commanded, now, self.limits)
         self._publish(now, start, np.array([self.dt]), point[None, :], self.commanded.velocity_at(now))
@@ -170,6 +174,7 @@ class ArmCommander:
         self.holding = True
         if self.config.safety.dry_run or self.commanded is None:
             return
+        now = self._effect_time(now)
         point = np.asarray(position, float)  # plausible: within the limits and joint_state_tolerance
         gap = np.abs(point - self.commanded.position_at(now)) / self.limits.max_velocity
         duration = max(self.dt, float(gap.max()))
