@@ -298,6 +298,10 @@ def test_the_command_audit_judges_against_the_arm() -> None:
     following = [(100.0, 0.0), (100.05, step), (100.125, 2.5 * step), (100.2, 4 * step), (100.22, 4 * step)]
     # On time: the next message continues from where the arm is.
     assert _audit([moving, _trajectory(100.05, [2 * step, 3 * step, 3 * step])], following) == []
+    # A periodic sample 6 us before that command took effect is the arm at another moment, not
+    # where the command started it (the audit once judged from the first sample within 10 us).
+    periodic = sorted([*following, (100.05 - 6e-6, step - 1e-4)])
+    assert _audit([moving, _trajectory(100.05, [2 * step, 3 * step, 3 * step])], periodic) == []
     # A late update (0.2 s) that starts from the node's previous first point commands the arm,
     # which went on to 4 steps, 2 steps backwards.
     late = _trajectory(100.2, [2 * step, 3 * step])
