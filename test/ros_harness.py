@@ -138,16 +138,6 @@ def trajectory_arrays(msg: JointTrajectory) -> tuple[np.ndarray, np.ndarray, np.
     return times, positions, velocities
 
 
-# How far (rad) the arm may be from where the node could know it is, in the closed-loop tests
-# whose arm shares a loaded process with the recorder or camera streams. Found 1e-5..1e-3 (1.00x at
-# the velocity limit); one cause found and fixed (the simulated controller clipped its cubic at the
-# limits, the node's model did not: test_safety's model test), but the load test's feeder still
-# shows ~1e-5 to 2e-4 rad in about 1 of 1,200 messages, cause not found (not the clip of its
-# measured position: unclipping it made more). A stale start (what these tests exist for) is
-# centimetres.
-LOADED_ARM_TOLERANCE = 1e-3
-
-
 def assert_safe_commands(
     recorder: Recorder,
     arm: SimArmNode,

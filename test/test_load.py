@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from rclpy.executors import SingleThreadedExecutor
-from ros_harness import LOADED_ARM_TOLERANCE
 from std_msgs.msg import String
 
 from evo1_bringup.arm_config import ArmConfig
@@ -52,12 +51,11 @@ def test_three_cameras_at_30_hz_for_60_s(ros_context, ros_env, tmp_path: Path) -
     assert max(s.planned_steps for s in window) <= 50, "the action queue grew past one chunk"
     assert all(s.reason or s.commanding for s in window), "a status not commanding without saying why"
     messages = [(message_start(m, 0.0), m) for _, m in feeder.trajectories]
-    # Judged against the feeder's arm, which follows the trajectories and records where it is
-    # (within LOADED_ARM_TOLERANCE: see there).
+    # Judged against the feeder's arm, which follows the trajectories and records where it is (no
+    # tolerance: the 1e-5..2e-4 rad once seen here was the audit taking a periodic sample from
+    # microseconds before a command's effect as the arm at that effect).
     names = config.trajectory_names
-    audit = audit_commands(
-        messages, feeder.arm_log, names, config.lower, config.upper, config.max_velocity, LOADED_ARM_TOLERANCE
-    )
+    audit = audit_commands(messages, feeder.arm_log, names, config.lower, config.upper, config.max_velocity)
     assert not audit.violations, audit.violations[:5]
     periods = np.diff([start for start, _ in messages])
     print(f"load: {feeder.images_sent - sent_start} images sent, control period p99 "

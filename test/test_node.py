@@ -12,7 +12,6 @@ import pytest
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from ros_harness import (
-    LOADED_ARM_TOLERANCE,
     SIM_YAML,
     Recorder,
     assert_safe_commands,
@@ -77,7 +76,7 @@ def test_wild_model_outputs_stay_safe(ros_context, ros_env, nodes_in, tmp_path: 
     )
     messages = [m for _, m in recorder.received.trajectories]
     assert len(messages) > 200, output[-2000:]
-    audit = assert_safe_commands(recorder, sim, CONFIG, tolerance=LOADED_ARM_TOLERANCE)  # see there
+    audit = assert_safe_commands(recorder, sim, CONFIG)
     assert audit.worst_ratio > 0.99, "the arm never moved at its limit"
     chunks = np.concatenate([np.array(c.data).reshape(c.horizon, c.action_dim) for _, c in recorder.received.chunks])
     assert (chunks > upper + 0.5).any() or (chunks < lower - 0.5).any(), "the model was not wild"

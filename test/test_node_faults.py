@@ -18,7 +18,6 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
 from ros_harness import (
-    LOADED_ARM_TOLERANCE,
     SIM_YAML,
     Recorder,
     assert_safe_commands,
@@ -109,6 +108,29 @@ def test_an_arm_held_still_is_caught_where_the_next_message_would_start(nodes_in
     assert commander.holding
     hold = commander.commanded
     np.testing.assert_allclose(hold.points[-1], held)  # held where it was measured
+
+
+def test_an_arm_that_follows_a_reversal_is_not_held(nodes_in) -> None:
+    """The arm exactly on a trajectory that reverses at the velocity limit. Carried on in a straight
+    line at its velocity, 100 ms later it would be 0.27 from the trajectory (beyond the 0.2
+    tolerance), which held an exact arm 20 times in 300 s of fuzzing; its deviation (zero) carried
+    on is still zero: no hold."""
+    node = nodes_in(Node, "commander_under_test")
+    limits = Limits.of(CONFIG.lower, CONFIG.upper, CONFIG.max_velocity, 1.0 / CONFIG.control.rate_hz)
+    commander = ArmCommander()
+    publisher = node.create_publisher(JointTrajectory, "commander_under_test/trajectory", 10)
+    commander.attach(CONFIG, limits, limits.dt, publisher, None, node.get_logger(), lambda: 100.0)
+    first_joint = np.eye(len(CONFIG.action_names))[0]
+    start = HOME[: len(first_joint)].copy()
+    steps = np.array([1, 2, 3, 4, 3, 2, 1, 0, -1, -2]) * CONFIG.max_velocity[0] * limits.dt  # out and back
+    commander.move(100.0, start, np.arange(1, 11) * limits.dt, start + np.outer(steps, first_joint))
+    moment, later = 100.17, 100.27
+    here, velocity = commander.commanded.position_at(moment), commander.commanded.velocity_at(moment)
+    straight_line = here + velocity * (later - moment)
+    assert np.abs(straight_line - commander.commanded.position_at(later)).max() > CONFIG.safety.tracking_tolerance
+    reading = Stamped(here, received=0.0, stamp=moment, received_ros=moment, velocity=velocity)
+    assert commander.hold_if_off_trajectory(later, reading) == ""
+    assert not commander.holding
 
 
 def test_a_pushed_arm_is_held_where_it_is_and_restarted_from_there(ros_context, ros_env, nodes_in) -> None:
@@ -342,5 +364,5 @@ def test_dry_run_switched_on_holds_and_off_restarts_from_the_arm(ros_context, ro
             assert len(quiet) <= 2 and len(last.points) == 1 and not any(last.points[0].velocities), "no hold"
     finally:
         stop_node(process)
-    audit = assert_safe_commands(recorder, sim, CONFIG, tolerance=LOADED_ARM_TOLERANCE)
+    audit = assert_safe_commands(recorder, sim, CONFIG)
     assert audit.unchecked == 0
