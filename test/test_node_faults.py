@@ -79,18 +79,24 @@ def test_freezes_of_the_node_never_command_beyond_the_velocity_limit(
     assert audit.worst_ratio > 0.9, f"the arm was not moving near its velocity limit: {audit.summary()}"
 
 
+def _commander(nodes_in, clock) -> tuple[ArmCommander, Limits]:
+    """An ArmCommander on CONFIG publishing from a test node, with `clock` as its ROS clock."""
+    node = nodes_in(Node, "commander_under_test")
+    limits = Limits.of(CONFIG.lower, CONFIG.upper, CONFIG.max_velocity, 1.0 / CONFIG.control.rate_hz)
+    commander = ArmCommander()
+    publisher = node.create_publisher(JointTrajectory, "commander_under_test/trajectory", 10)
+    commander.attach(CONFIG, limits, limits.dt, publisher, None, node.get_logger(), clock)
+    return commander, limits
+
+
 def test_an_arm_held_still_is_caught_where_the_next_message_would_start(nodes_in) -> None:
     """A hand holds the arm still 0.15 rad behind its trajectory, which moves on at 1 rad/s. The
     reading alone is within safety.tracking_tolerance (0.2); where the next message would start,
     80 ms later, the trajectory is 0.23 from the arm: the commander holds. A reading that moves with
     the trajectory, or one without velocities, is judged at its own moment only. (A CI run caught
     the pushed-arm test below starting a message 0.30 from a held arm.)"""
-    node = nodes_in(Node, "commander_under_test")
-    limits = Limits.of(CONFIG.lower, CONFIG.upper, CONFIG.max_velocity, 1.0 / CONFIG.control.rate_hz)
     now = [100.0]
-    commander = ArmCommander()
-    publisher = node.create_publisher(JointTrajectory, "commander_under_test/trajectory", 10)
-    commander.attach(CONFIG, limits, limits.dt, publisher, None, node.get_logger(), lambda: now[0])
+    commander, limits = _commander(nodes_in, lambda: now[0])
     first_joint = np.eye(len(CONFIG.action_names))[0]
     start = HOME[: len(first_joint)].copy()
     times = np.arange(1, 11) * limits.dt
@@ -115,11 +121,7 @@ def test_an_arm_that_follows_a_reversal_is_not_held(nodes_in) -> None:
     line at its velocity, 100 ms later it would be 0.27 from the trajectory (beyond the 0.2
     tolerance), which held an exact arm 20 times in 300 s of fuzzing; its deviation (zero) carried
     on is still zero: no hold."""
-    node = nodes_in(Node, "commander_under_test")
-    limits = Limits.of(CONFIG.lower, CONFIG.upper, CONFIG.max_velocity, 1.0 / CONFIG.control.rate_hz)
-    commander = ArmCommander()
-    publisher = node.create_publisher(JointTrajectory, "commander_under_test/trajectory", 10)
-    commander.attach(CONFIG, limits, limits.dt, publisher, None, node.get_logger(), lambda: 100.0)
+    commander, limits = _commander(nodes_in, lambda: 100.0)
     first_joint = np.eye(len(CONFIG.action_names))[0]
     start = HOME[: len(first_joint)].copy()
     steps = np.array([1, 2, 3, 4, 3, 2, 1, 0, -1, -2]) * CONFIG.max_velocity[0] * limits.dt  # out and back
